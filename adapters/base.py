@@ -1,0 +1,331 @@
+"""UniversalModelAdapter: load, extract, attention, unload — written once for every family.
+
+Family adapters (gpt.py, bert.py, t5.py, llama.py, domain.py) override only what differs.
+
+What a layer's output means: integer layer k (or "k") is the residual stream leaving block k, exactly as
+the block returns it. For every block but the last this equals transformers' `hidden_states[k + 1]`; for
+the last block transformers substitutes the output of the final norm, NeuronMap does not (ask for
+"final_norm" semantics by applying `model_final_norm` yourself, or compare with `hidden_states[-1]`).
+Components "k.attention", "k.mlp", "decoder.k.cross_attention" are the outputs of those sublayer modules
+as the model defines them (for post-norm models such as BERT they include the residual and the norm).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from . import memory
+from .capture import Request, attention_implementation, capture
+from .errors import (
+    InvalidInputError,
+    InvalidLayerError,
+    ModelNotLoadedError,
+    ModelSourceError,
+    NeuronMapError,
+    UnsafeWeightsError,
+)
+from .families import ModelFamily
+from .layout import LayerMapping, discover_layout
+from .registry import ModelConfig, UniversalModelRegistry, facts_from_hf_config
+from .sources import ModelSource, resolve_source
+
+
+class ActivationResult(dict):
+    """One entry per requested layer, in request order, each a CPU tensor [batch, seq, hidden].
+
+    Alongside: `attention_mask` and `input_ids` ([batch, seq], CPU) — padded positions hold values that
+    mean nothing; `stopped_early` says whether the forward stopped after the deepest requested layer.
+    """
+
+    attention_mask: torch.Tensor
+    input_ids: torch.Tensor
+    stopped_early: bool
+
+
+class UniversalModelAdapter:
+    """One loaded model of any family, behind one API."""
+
+    family: ClassVar[ModelFamily | None] = None
+    default_auto_class: ClassVar[str] = "AutoModel"
+
+    def __init__(self, config: ModelConfig | None = None, registry: UniversalModelRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry or UniversalModelRegistry()
+        self.model: nn.Module | None = None
+        self.tokenizer: Any = None
+        self.mapping: LayerMapping | None = None
+        self.source: ModelSource | None = None
+        self.device: str = "cpu"
+        self.dtype: torch.dtype | None = None
+        self.load_seconds: float | None = None
+
+    # ---- loading -------------------------------------------------------------------------------
+    def load_model(
+        self,
+        model_name: str | None = None,
+        device: str | dict | None = None,
+        dtype: str | torch.dtype | None = None,
+        *,
+        max_memory: dict | None = None,
+        offload_folder: str | Path | None = None,
+        allow_pickle: bool = False,
+        trust_remote_code: bool = False,
+        source: str | None = None,
+        depth: int | None = None,
+    ) -> nn.Module:
+        """Load a registered name, hub id or local folder; safetensors only unless allow_pickle=True."""
+        name = model_name or (self.config.name if self.config else None)
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInputError(f"model name must be a non-empty string, got {name!r}")
+        main_device, device_map = memory.resolve_device(device)
+        torch_dtype = memory.parse_dtype(dtype, main_device)
+        src = resolve_source(name, self.registry, source=source, depth=depth)
+        if src.origin == "local":
+            _refuse_pickle_only(Path(src.location), allow_pickle)
+        kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+        if not allow_pickle:
+            kwargs["use_safetensors"] = True
+        if device_map is not None:
+            kwargs["device_map"] = device_map
+            if max_memory is not None:
+                kwargs["max_memory"] = max_memory
+            if offload_folder is not None:
+                kwargs["offload_folder"] = str(offload_folder)
+        start = time.perf_counter()
+        hf_config = self._load_config(src, trust_remote_code)
+        cls = self._model_class(hf_config)
+        try:
+            model = cls.from_pretrained(src.location, config=hf_config, **kwargs)
+        except NeuronMapError:
+            raise
+        except (OSError, ValueError, RuntimeError) as exc:
+            text = str(exc)
+            if not allow_pickle and "safetensors" in text.lower():
+                raise UnsafeWeightsError(
+                    f"{name}: no safetensors weights found; pickled weights are refused unless "
+                    f"allow_pickle=True ({text.splitlines()[0][:200]})"
+                ) from exc
+            raise ModelSourceError(f"cannot load {name!r} from {src.location}: {text[:500]}") from exc
+        if device_map is None and main_device != "cpu":
+            model = model.to(main_device)
+        model.eval()
+        self.tokenizer = self._load_tokenizer(src, hf_config, trust_remote_code)
+        self.load_seconds = time.perf_counter() - start
+        self.model, self.source, self.device = model, src, main_device
+        self.dtype = next(model.parameters()).dtype
+        self.mapping = discover_layout(model)
+        self.config = self._config_for(name, hf_config, depth)
+        return model
+
+    def _config_for(self, name: str, hf_config: Any, depth: int | None) -> ModelConfig:
+        """Registered facts for a registered name at full depth; otherwise facts read from the checkpoint."""
+        canonical = self.registry.canonical_name(name)
+        if canonical is not None and depth is None:
+            return self.registry.get_model_config(canonical)
+        found = self.registry.config_from_checkpoint(hf_config, name=name)
+        if canonical is not None:  # keep the registered family (domain models look like their architecture)
+            found = dataclasses.replace(found, family=self.registry.get_model_config(canonical).family)
+        return found
+
+    def _load_config(self, src: ModelSource, trust_remote_code: bool) -> Any:
+        from transformers import AutoConfig
+
+        try:
+            return AutoConfig.from_pretrained(src.location, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise ModelSourceError(f"invalid or unreadable config for {src.name!r} at {src.location}: "
+                                   f"{str(exc)[:300]}") from exc
+
+    def _model_class(self, hf_config: Any) -> Any:
+        """The checkpoint's own class (its `architectures`), else the family's Auto class."""
+        import transformers
+
+        for arch in getattr(hf_config, "architectures", None) or ():
+            cls = getattr(transformers, arch, None)
+            if cls is not None:
+                return cls
+        return getattr(transformers, self.default_auto_class)
+
+    def _load_tokenizer(self, src: ModelSource, hf_config: Any, trust_remote_code: bool) -> Any:
+        from transformers import AutoTokenizer
+
+        try:
+            tok = AutoTokenizer.from_pretrained(src.location, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise ModelSourceError(f"no usable tokenizer for {src.name!r} at {src.location}: "
+                                   f"{str(exc)[:300]}") from exc
+        tok.padding_side = "right"  # right padding keeps each text's positions as they are alone
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token or tok.unk_token
+        return tok
+
+    # ---- inputs --------------------------------------------------------------------------------
+    def _require_loaded(self) -> tuple[nn.Module, LayerMapping]:
+        if self.model is None or self.mapping is None:
+            raise ModelNotLoadedError("no model is loaded in this adapter; call load_model first")
+        return self.model, self.mapping
+
+    def max_positions(self) -> int | None:
+        cfg = getattr(self.model, "config", None)
+        return facts_from_hf_config(cfg)["max_positions"] if cfg is not None else None
+
+    def tokenize(self, texts: Sequence[str] | str) -> dict[str, torch.Tensor]:
+        """Right-padded batch; texts longer than the model's positions are truncated with a warning."""
+        texts = validate_texts(texts)
+        limit = self.max_positions()
+        enc = self.tokenizer(list(texts), padding=True, return_tensors="pt", truncation=False)
+        if limit is not None and enc["input_ids"].shape[1] > limit:
+            warnings.warn(
+                f"input of {enc['input_ids'].shape[1]} tokens exceeds the model's {limit} positions; "
+                f"truncated to {limit}", stacklevel=3,
+            )
+            enc = self.tokenizer(list(texts), padding=True, return_tensors="pt", truncation=True,
+                                 max_length=limit)
+        keep = ("input_ids", "attention_mask", "token_type_ids")
+        return {k: v.to(self.device) for k, v in enc.items() if k in keep}
+
+    def parse_layers(self, layers: Sequence[int | str] | int | str, what: str) -> list[Request]:
+        """Requests for layer specs (ints address the primary stack; negative count from the end)."""
+        _, mapping = self._require_loaded()
+        if isinstance(layers, int | str) and not isinstance(layers, bool):
+            layers = [layers]
+        if not isinstance(layers, Sequence) or isinstance(layers, bytes) or len(layers) == 0:
+            raise InvalidLayerError(f"layers must be a non-empty list of ints or names, got {layers!r}")
+        requests = []
+        for layer in layers:
+            stack, index, component = mapping.parse(layer)
+            if what == "attn_weights":
+                kind = "cross_attn_weights" if component == "cross_attention" else "attn_weights"
+                if component == "mlp":
+                    raise InvalidLayerError(f"layer {layer!r}: attention patterns exist for blocks and "
+                                            "cross-attention, not for MLP outputs")
+            else:
+                kind = component or "block"
+            requests.append(Request(layer, stack, index, kind))
+        return requests
+
+    # ---- extraction ----------------------------------------------------------------------------
+    def _stack_order(self) -> tuple[str, ...]:
+        return tuple(self._require_loaded()[1].stacks)
+
+    def _forward_fn(self, inputs: dict[str, torch.Tensor], requests: list[Request]) -> Any:
+        """What to run: the whole model for decoder-only/encoder-only; see T5ModelAdapter for the rest."""
+        model, _ = self._require_loaded()
+        kwargs = dict(inputs)
+        if getattr(model.config, "use_cache", None) is not None:
+            kwargs["use_cache"] = False
+        return lambda: model(**kwargs)
+
+    def _run(self, texts: Sequence[str] | str, requests: list[Request]) -> ActivationResult:
+        model, mapping = self._require_loaded()
+        inputs = self.tokenize(texts)
+        captured = capture(model, mapping, requests, self._forward_fn(inputs, requests),
+                           stack_order=self._stack_order())
+        out = ActivationResult((r.key, captured.values[r.key].to("cpu")) for r in requests)
+        out.attention_mask = inputs["attention_mask"].to("cpu")
+        out.input_ids = inputs["input_ids"].to("cpu")
+        out.stopped_early = captured.stopped_early
+        return out
+
+    def extract_activations(self, texts: Sequence[str] | str, layers: Sequence[int | str] | int | str
+                            ) -> ActivationResult:
+        """Residual stream after each requested block (or a named component), [batch, seq, hidden]."""
+        return self._run(texts, self.parse_layers(layers, "block"))
+
+    def get_attention_patterns(self, texts: Sequence[str] | str, layers: Sequence[int | str] | int | str
+                               ) -> ActivationResult:
+        """Attention weights [batch, heads, query, key] per requested layer (eager attention for this call)."""
+        model, _ = self._require_loaded()
+        requests = self.parse_layers(layers, "attn_weights")
+        with attention_implementation(model, "eager"):
+            return self._run(texts, requests)
+
+    # ---- memory and info -------------------------------------------------------------------------
+    def optimize_memory(self, gradient_checkpointing: bool = True) -> dict[str, Any]:
+        """Inference settings: eval mode, no autograd state; gradient checkpointing for training steps.
+
+        Gradient checkpointing changes nothing in a no-grad forward; it only saves memory when gradients
+        are computed (measured in the memory suite). Returns what was applied.
+        """
+        model, _ = self._require_loaded()
+        model.eval()
+        applied = {"eval": True, "requires_grad": False, "gradient_checkpointing": False}
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if gradient_checkpointing and getattr(model, "supports_gradient_checkpointing", False):
+            model.gradient_checkpointing_enable()
+            applied["gradient_checkpointing"] = True
+        return applied
+
+    def get_model_info(self) -> ModelConfig:
+        if self.config is None:
+            raise ModelNotLoadedError("no model is loaded or configured in this adapter")
+        return self.config
+
+    def info(self) -> dict[str, Any]:
+        """JSON-friendly facts about the loaded model, for results."""
+        model, mapping = self._require_loaded()
+        return {
+            "name": self.config.name if self.config else None,
+            "family": self.family_value(),
+            "weights": self.source.weights if self.source else None,
+            "origin": self.source.origin if self.source else None,
+            "device": self.device,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "layout": mapping.describe(),
+            "load_seconds": self.load_seconds,
+        }
+
+    def family_value(self) -> str | None:
+        if self.config is not None:
+            return self.config.family.value
+        return self.family.value if self.family else None
+
+    def unload(self) -> weakref.ref | None:
+        """Drop every reference this adapter holds and give the memory back; returns a weakref to check."""
+        if self.model is None:
+            return None
+        ref = weakref.ref(self.model)
+        self.model = self.tokenizer = self.mapping = None
+        memory.release_memory()
+        return ref
+
+    unload_model = unload
+
+
+def validate_texts(texts: Sequence[str] | str) -> list[str]:
+    """A non-empty list of non-empty strings (a single string is one text)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, Sequence) or isinstance(texts, bytes):
+        raise InvalidInputError(f"texts must be a list of strings, got {type(texts).__name__}")
+    if len(texts) == 0:
+        raise InvalidInputError("texts is empty: give at least one string")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InvalidInputError(f"texts[{i}] is {type(t).__name__}, not a string")
+        if not t.strip():
+            raise InvalidInputError(f"texts[{i}] is an empty or blank string")
+    return list(texts)
+
+
+def _refuse_pickle_only(path: Path, allow_pickle: bool) -> None:
+    has_safe = any(path.glob("*.safetensors"))
+    pickled = [p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
+    if not has_safe and pickled and not allow_pickle:
+        raise UnsafeWeightsError(
+            f"{path} holds only pickled weights ({', '.join(sorted(pickled))}); loading them can run arbitrary "
+            "code, so they are refused unless allow_pickle=True"
+        )
+    if not has_safe and not pickled:
+        raise ModelSourceError(f"{path} holds no weights (*.safetensors)")

@@ -1,0 +1,195 @@
+"""Forward hooks that capture block outputs, components and attention weights, then stop the forward early.
+
+Layer k of a stack is the k-th call of that stack's blocks, so weight-shared stacks (ALBERT) work too.
+Every hook is removed in a `finally`, whatever the forward raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ExtractionError, InvalidLayerError
+from .layout import LayerMapping
+
+
+class StopForward(Exception):
+    """Raised from the hook on the deepest block needed; caught by `capture` (early exit)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One thing to capture: a block output, a component output, or attention weights."""
+
+    key: Any
+    stack: str
+    index: int
+    what: str  # "block" | "attention" | "mlp" | "cross_attention" | "attn_weights" | "cross_attn_weights"
+
+
+@dataclass
+class _StackState:
+    calls: int = 0
+    current: int = -1
+
+
+@dataclass
+class CaptureResult:
+    values: dict[Any, torch.Tensor] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+def _first_tensor(output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, tuple | list) or hasattr(output, "to_tuple"):
+        seq = output.to_tuple() if hasattr(output, "to_tuple") else output
+        for item in seq:
+            if isinstance(item, torch.Tensor):
+                return item
+    raise ExtractionError(f"a hooked module returned {type(output).__name__}, which holds no tensor")
+
+
+def _weights(output: Any, index: int | None) -> torch.Tensor | None:
+    """Attention weights in an attention module's output: the declared index, else the last 4-D tensor."""
+    seq = output.to_tuple() if hasattr(output, "to_tuple") else output
+    if not isinstance(seq, tuple | list):
+        return None
+    if index is not None and -len(seq) <= index < len(seq):
+        item = seq[index]
+        return item if isinstance(item, torch.Tensor) and item.dim() == 4 else None
+    found = [t for t in seq if isinstance(t, torch.Tensor) and t.dim() == 4]
+    return found[-1] if found else None
+
+
+def _version_of(t: torch.Tensor) -> int:
+    return t._version
+
+
+@contextmanager
+def _hooks(handles: list[Any]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        handles.clear()
+
+
+def capture(
+    model: nn.Module,
+    mapping: LayerMapping,
+    requests: list[Request],
+    run_forward: Callable[[], Any],
+    *,
+    stack_order: tuple[str, ...],
+    early_exit: bool = True,
+    clone: bool = False,
+) -> CaptureResult:
+    """Run `run_forward` once with hooks for `requests`; stop after the deepest block any request needs."""
+    if not requests:
+        raise InvalidLayerError("no layers requested")
+    wanted: dict[tuple[str, int, str], list[Any]] = {}
+    for r in requests:
+        wanted.setdefault((r.stack, r.index, r.what), []).append(r.key)
+    last_stack = max((r.stack for r in requests), key=stack_order.index)
+    deepest = max(r.index for r in requests if r.stack == last_stack)
+    state = {name: _StackState() for name in mapping.stacks}
+    result = CaptureResult()
+    versions: dict[Any, int] = {}
+
+    def store(stack: str, what: str, tensor: torch.Tensor | None) -> None:
+        keys = wanted.get((stack, state[stack].current, what))
+        if not keys or tensor is None:
+            return
+        value = tensor.detach()
+        value = value.clone() if clone else value
+        for k in keys:
+            result.values[k] = value
+            versions[k] = _version_of(value)
+
+    handles: list[Any] = []
+    for stack_name in {r.stack for r in requests} | {last_stack}:
+        stack = mapping.stacks[stack_name]
+
+        def pre(_m: nn.Module, _a: Any, s: str = stack_name) -> None:
+            state[s].current = state[s].calls
+
+        def post(_m: nn.Module, _a: Any, out: Any, s: str = stack_name) -> None:
+            state[s].calls += 1
+            store(s, "block", _first_tensor(out))
+            if early_exit and s == last_stack and state[s].current == deepest:
+                raise StopForward
+
+        for block in dict.fromkeys(stack.modules):  # shared blocks are hooked once
+            handles.append(block.register_forward_pre_hook(pre))
+            handles.append(block.register_forward_hook(post))
+
+    for r in requests:
+        if r.what in ("attention", "mlp", "cross_attention"):
+            module = mapping.component(r.stack, r.index, r.what)
+            hook = _component_hook(store, r.stack, r.what)
+        elif r.what in ("attn_weights", "cross_attn_weights"):
+            cross = r.what == "cross_attn_weights"
+            mods = mapping.attention_modules(r.stack, r.index, cross=cross)
+            if not mods:
+                raise InvalidLayerError(f"no attention module found in {r.stack}.{r.index}")
+            module, index = mods[0]
+            hook = _weights_hook(store, r.stack, r.what, index)
+        else:
+            continue
+        handles.append(module.register_forward_hook(hook))
+
+    with _hooks(handles):
+        try:
+            with torch.no_grad():
+                run_forward()
+        except StopForward:
+            result.stopped_early = True
+        except InvalidLayerError:
+            raise
+        except Exception as exc:  # hooks are gone (finally) before this surfaces
+            raise ExtractionError(f"forward pass failed while capturing: {type(exc).__name__}: {exc}") from exc
+    if not clone and any(_version_of(result.values[k]) != v for k, v in versions.items()):
+        # the model changed a captured tensor in place after we saw it: capture copies instead
+        return capture(model, mapping, requests, run_forward, stack_order=stack_order,
+                       early_exit=early_exit, clone=True)
+    missing = [r.key for r in requests if r.key not in result.values]
+    if missing:
+        raise ExtractionError(f"the forward pass never produced {missing!r} (the module did not run or "
+                              "returned no attention weights)")
+    return result
+
+
+def _component_hook(store: Callable[..., None], stack: str, what: str) -> Callable[..., None]:
+    def hook(_m: nn.Module, _a: Any, out: Any) -> None:
+        store(stack, what, _first_tensor(out))
+
+    return hook
+
+
+def _weights_hook(store: Callable[..., None], stack: str, what: str, index: int | None) -> Callable[..., None]:
+    def hook(_m: nn.Module, _a: Any, out: Any) -> None:
+        store(stack, what, _weights(out, index))
+
+    return hook
+
+
+@contextmanager
+def attention_implementation(model: nn.Module, wanted: str = "eager") -> Iterator[None]:
+    """Switch to an attention implementation that returns weights for one call, and always switch back."""
+    config = getattr(model, "config", None)
+    current = getattr(config, "_attn_implementation", None)
+    if current == wanted or not hasattr(model, "set_attn_implementation"):
+        yield
+        return
+    model.set_attn_implementation(wanted)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(current or "sdpa")
