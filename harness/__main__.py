@@ -1,0 +1,63 @@
+"""Command line: `python -m harness report RESULTS... [--out DIR]`.
+
+Exit codes: 0 success, 2 usage error (bad arguments, no results files, unreadable input).
+A `gate` subcommand (compare a run to results/baselines/, exit non-zero on regression) is planned; it gets
+its own parser below and its own module, harness/gate.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m harness", description="NeuronMap Bench harness")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    rep = sub.add_parser("report", help="write report.md and charts from results files")
+    rep.add_argument("results", nargs="+", type=Path, help="results JSON files or folders holding them")
+    rep.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: beside the first results file, named after it: results/<run_id>/)",
+    )
+
+    # gate: add `sub.add_parser("gate", ...)` here and dispatch to harness.gate in main().
+    return parser
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import write_report
+    from harness.results import find_run_files
+
+    try:
+        files = find_run_files(args.results)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"harness report: {e}", file=sys.stderr)
+        return 2
+    if not files:
+        where = ", ".join(map(str, args.results))
+        print(f"harness report: no results files found in {where}", file=sys.stderr)
+        return 2
+    out = args.out if args.out is not None else files[0].parent / files[0].stem
+    written = write_report(files, out)
+    for key, path in written.items():
+        print(f"{key}: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)  # exits 2 on bad arguments
+    if args.command == "report":
+        return _cmd_report(args)
+    parser.print_usage(sys.stderr)
+    print("python -m harness: error: a command is required (report)", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

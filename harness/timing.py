@@ -1,0 +1,197 @@
+"""Wall-clock timing: warm-up, many rounds, robust statistics.
+
+Why this shape: on a shared 2-core machine the spread between rounds is 10-30% of the median, so a
+single number means little. We keep every sample (in seconds), report median and IQR (robust to the
+odd slow round), and offer `interleaved` so that two methods compared in one run see the same machine
+state round by round instead of one running entirely before the other.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TimingStats", "interleaved", "measure", "stats_from_samples", "timer_info"]
+
+_NS = 1e-9
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    """Samples of one timed callable (seconds) and their summary."""
+
+    samples: tuple[float, ...] = field(repr=False)
+    min: float
+    max: float
+    mean: float
+    median: float
+    q1: float
+    q3: float
+    iqr: float
+    rounds: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form; raw samples are kept so later analysis can recompute anything."""
+        return {
+            "samples": list(self.samples),
+            "min": self.min,
+            "max": self.max,
+            "mean": self.mean,
+            "median": self.median,
+            "q1": self.q1,
+            "q3": self.q3,
+            "iqr": self.iqr,
+            "rounds": self.rounds,
+        }
+
+
+def _quantile(sorted_xs: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), so numbers match pandas/numpy."""
+    n = len(sorted_xs)
+    if n == 1:
+        return float(sorted_xs[0])
+    pos = q * (n - 1)
+    lo = int(pos)
+    hi = min(lo + 1, n - 1)
+    frac = pos - lo
+    return float(sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * frac)
+
+
+def stats_from_samples(samples: Sequence[float]) -> TimingStats:
+    """Summarise samples given in seconds. Raises ValueError on an empty sequence."""
+    xs = [float(s) for s in samples]
+    if not xs:
+        raise ValueError("stats_from_samples: no samples")
+    s = sorted(xs)
+    q1 = _quantile(s, 0.25)
+    q3 = _quantile(s, 0.75)
+    return TimingStats(
+        samples=tuple(xs),
+        min=s[0],
+        max=s[-1],
+        mean=statistics.fmean(xs),
+        median=_quantile(s, 0.5),
+        q1=q1,
+        q3=q3,
+        iqr=q3 - q1,
+        rounds=len(xs),
+    )
+
+
+def _check_counts(rounds: int, warmup: int) -> None:
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+
+
+def _time_once(fn: Callable[[], Any], sync: Callable[[], Any] | None) -> float:
+    """One timed call. `sync` runs before the clock starts (drain queued device work) and before it stops."""
+    if sync is not None:
+        sync()
+    t0 = time.perf_counter_ns()
+    fn()
+    if sync is not None:
+        sync()
+    t1 = time.perf_counter_ns()
+    return (t1 - t0) * _NS
+
+
+def measure(
+    fn: Callable[[], Any],
+    *,
+    rounds: int,
+    warmup: int,
+    setup: Callable[[], Any] | None = None,
+    sync: Callable[[], Any] | None = None,
+) -> TimingStats:
+    """Time `fn()` `rounds` times after `warmup` untimed calls.
+
+    `setup()` runs before every call (warm-up included) outside the timed region; its return value is
+    ignored. `sync` (e.g. `torch.cuda.synchronize`) makes asynchronous device work count.
+    A collection is forced before the first timed round so garbage from warm-up is not billed to round 1;
+    gc stays enabled during rounds because real users pay for it too.
+    """
+    _check_counts(rounds, warmup)
+    for _ in range(warmup):
+        if setup is not None:
+            setup()
+        fn()
+    if sync is not None:
+        sync()
+    gc.collect()
+    samples: list[float] = []
+    for _ in range(rounds):
+        if setup is not None:
+            setup()
+        samples.append(_time_once(fn, sync))
+    return stats_from_samples(samples)
+
+
+def interleaved(
+    fns: dict[str, Callable[[], Any]],
+    *,
+    rounds: int,
+    warmup: int,
+    sync: Callable[[], Any] | None = None,
+) -> dict[str, TimingStats]:
+    """Time several callables round by round, rotating the order each round.
+
+    Why: ratios between methods are only fair when both see the same thermal, cache and background-load
+    conditions; rotating removes a fixed "always runs second" bias.
+    """
+    _check_counts(rounds, warmup)
+    if not fns:
+        raise ValueError("interleaved: no callables given")
+    names = list(fns)
+    n = len(names)
+    for w in range(warmup):
+        k = w % n
+        for name in names[k:] + names[:k]:
+            fns[name]()
+    if sync is not None:
+        sync()
+    gc.collect()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        k = r % n
+        for name in names[k:] + names[:k]:
+            samples[name].append(_time_once(fns[name], sync))
+    return {name: stats_from_samples(samples[name]) for name in names}
+
+
+def timer_info(calls: int = 20_000) -> dict[str, Any]:
+    """Resolution and overhead of the clock we time with, for the environment section.
+
+    Tells a reader whether a difference of a few microseconds could even be seen.
+    """
+    info = time.get_clock_info("perf_counter")
+    pc = time.perf_counter_ns
+    # Smallest non-zero step between consecutive readings = effective resolution.
+    smallest = None
+    for _ in range(2000):
+        a = pc()
+        b = pc()
+        while b == a:
+            b = pc()
+        d = b - a
+        if smallest is None or d < smallest:
+            smallest = d
+    t0 = pc()
+    for _ in range(calls):
+        pc()
+    per_call_ns = (pc() - t0) / calls
+    noop = measure(lambda: None, rounds=200, warmup=10)
+    return {
+        "clock": "time.perf_counter_ns",
+        "implementation": info.implementation,
+        "monotonic": info.monotonic,
+        "reported_resolution_s": info.resolution,
+        "measured_resolution_s": (smallest or 0) * _NS,
+        "call_overhead_s": per_call_ns * _NS,
+        "measure_overhead_s": noop.median,
+    }
