@@ -1,6 +1,6 @@
-"""Command line: `python -m harness report RESULTS... [--out DIR]`.
+"""Command line: `python -m harness report RESULTS... [--out DIR]`, `python -m harness check RESULTS...`.
 
-Exit codes: 0 success, 2 usage error (bad arguments, no results files, unreadable input).
+Exit codes: 0 success, 1 check found problems, 2 usage error (bad arguments, no results files, unreadable input).
 A `gate` subcommand (compare a run to results/baselines/, exit non-zero on regression) is planned; it gets
 its own parser below and its own module, harness/gate.py.
 """
@@ -24,6 +24,10 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="output folder (default: beside the first results file, named after it: results/<run_id>/)",
     )
+
+    chk = sub.add_parser("check", help="exit 1 when a run has error verdicts or misses (suite, model) records")
+    chk.add_argument("results", nargs="+", type=Path, help="results files or folders (the newest file is checked)")
+    chk.add_argument("--models", default=None, help="comma list of models that must have a record per suite")
 
     # gate: add `sub.add_parser("gate", ...)` here and dispatch to harness.gate in main().
     return parser
@@ -49,11 +53,29 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from harness.check import check_run, newest_run
+
+    try:
+        path = newest_run(args.results)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"harness check: {e}", file=sys.stderr)
+        return 2
+    models = [m.strip() for m in args.models.split(",")] if args.models else None
+    problems = check_run(path, models)
+    for p in problems:
+        print(f"harness check: {p}", file=sys.stderr)
+    print(f"harness check: {path.name}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)  # exits 2 on bad arguments
     if args.command == "report":
         return _cmd_report(args)
+    if args.command == "check":
+        return _cmd_check(args)
     parser.print_usage(sys.stderr)
     print("python -m harness: error: a command is required (report)", file=sys.stderr)
     return 2

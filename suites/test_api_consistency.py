@@ -55,8 +55,8 @@ def api_checks(name: str) -> tuple[dict[str, str | None], dict[str, Any]]:
     check("loaded module", lambda: isinstance(model, torch.nn.Module) or "not an nn.Module")
     check("family detected", lambda: analyzer.registry.detect_model_family(name) == adapter.config.family
           or f"detected {analyzer.registry.detect_model_family(name)} vs registered {adapter.config.family}")
-    check("model info", lambda: isinstance(analyzer.get_model_info(name), ModelConfig)
-          and analyzer.get_model_info(name).layers == n or f"info layers != mapped layers ({n})")
+    check("model info", lambda: (isinstance(analyzer.get_model_info(name), ModelConfig)
+          and analyzer.get_model_info(name).layers == n) or f"info layers != mapped layers ({n})")
 
     acts = analyzer.extract_activations(name, TEXTS, layers)
     seq = acts.input_ids.shape[1]
@@ -105,7 +105,7 @@ def api_checks(name: str) -> tuple[dict[str, str | None], dict[str, Any]]:
                                             lambda: analyzer.extract_activations("no-such-model", TEXTS, [0])))
     check("no hooks left behind", lambda: _hooks(model) == hooks_before or "hook count changed")
     ref = weakref.ref(model)
-    del model, adapter, acts, neg, attn
+    model = adapter = acts = neg = attn = None  # drop our references before unloading
     unloaded = analyzer.unload_model(name)
     gc.collect()
     check("unload frees the model", lambda: (unloaded and ref() is None) or "model still referenced")
