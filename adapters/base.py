@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import memory
-from .capture import Request, attention_implementation, capture
+from .capture import MissingCaptureError, Request, attention_implementation, capture
 from .errors import (
     InvalidInputError,
     InvalidLayerError,
@@ -217,18 +217,18 @@ class UniversalModelAdapter:
     def _stack_order(self) -> tuple[str, ...]:
         return tuple(self._require_loaded()[1].stacks)
 
-    def _forward_fn(self, inputs: dict[str, torch.Tensor], requests: list[Request]) -> Any:
+    def _forward_fn(self, inputs: dict[str, torch.Tensor], requests: list[Request], **flags: Any) -> Any:
         """What to run: the whole model for decoder-only/encoder-only; see T5ModelAdapter for the rest."""
         model, _ = self._require_loaded()
-        kwargs = dict(inputs)
+        kwargs = {**inputs, **flags}
         if getattr(model.config, "use_cache", None) is not None:
             kwargs["use_cache"] = False
         return lambda: model(**kwargs)
 
-    def _run(self, texts: Sequence[str] | str, requests: list[Request]) -> ActivationResult:
+    def _run(self, texts: Sequence[str] | str, requests: list[Request], **flags: Any) -> ActivationResult:
         model, mapping = self._require_loaded()
         inputs = self.tokenize(texts)
-        captured = capture(model, mapping, requests, self._forward_fn(inputs, requests),
+        captured = capture(model, mapping, requests, self._forward_fn(inputs, requests, **flags),
                            stack_order=self._stack_order())
         out = ActivationResult((r.key, captured.values[r.key].to("cpu")) for r in requests)
         out.attention_mask = inputs["attention_mask"].to("cpu")
@@ -247,7 +247,11 @@ class UniversalModelAdapter:
         model, _ = self._require_loaded()
         requests = self.parse_layers(layers, "attn_weights")
         with attention_implementation(model, "eager"):
-            return self._run(texts, requests)
+            try:
+                return self._run(texts, requests)
+            except MissingCaptureError:
+                # older-style attention modules return weights only when asked: ask, for this call only
+                return self._run(texts, requests, output_attentions=True)
 
     # ---- memory and info -------------------------------------------------------------------------
     def optimize_memory(self, gradient_checkpointing: bool = True) -> dict[str, Any]:
@@ -284,6 +288,7 @@ class UniversalModelAdapter:
             "num_parameters": sum(p.numel() for p in model.parameters()),
             "layout": mapping.describe(),
             "load_seconds": self.load_seconds,
+            "depth": self.source.provenance.get("depth") if self.source else None,
         }
 
     def family_value(self) -> str | None:

@@ -18,6 +18,10 @@ from .errors import ExtractionError, InvalidLayerError
 from .layout import LayerMapping
 
 
+class MissingCaptureError(ExtractionError):
+    """The forward ran but some requested value never appeared (e.g. weights only returned on request)."""
+
+
 class StopForward(Exception):
     """Raised from the hook on the deepest block needed; caught by `capture` (early exit)."""
 
@@ -161,8 +165,8 @@ def capture(
                        early_exit=early_exit, clone=True)
     missing = [r.key for r in requests if r.key not in result.values]
     if missing:
-        raise ExtractionError(f"the forward pass never produced {missing!r} (the module did not run or "
-                              "returned no attention weights)")
+        raise MissingCaptureError(f"the forward pass never produced {missing!r} (the module did not run or "
+                                  "returned no attention weights)")
     return result
 
 

@@ -22,11 +22,11 @@ class T5ModelAdapter(UniversalModelAdapter):
     default_auto_class = "AutoModelForSeq2SeqLM"
     decoder_input_ids: torch.Tensor | None = None
 
-    def _forward_fn(self, inputs: dict[str, torch.Tensor], requests: list[Request]) -> Any:
+    def _forward_fn(self, inputs: dict[str, torch.Tensor], requests: list[Request], **flags: Any) -> Any:
         model, _ = self._require_loaded()
         if all(r.stack == "encoder" for r in requests):
             encoder = model.get_encoder()
-            return lambda: encoder(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            return lambda: encoder(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **flags)
         batch = inputs["input_ids"].shape[0]
         dec = self.decoder_input_ids
         if dec is None:
@@ -34,7 +34,7 @@ class T5ModelAdapter(UniversalModelAdapter):
             start = start if start is not None else model.config.pad_token_id or 0
             dec = torch.full((batch, 1), int(start), dtype=torch.long)
         dec = dec.to(inputs["input_ids"].device)
-        kwargs = {**inputs, "decoder_input_ids": dec}
+        kwargs = {**inputs, **flags, "decoder_input_ids": dec}
         kwargs.pop("token_type_ids", None)
         if getattr(model.config, "use_cache", None) is not None:
             kwargs["use_cache"] = False

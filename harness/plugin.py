@@ -97,6 +97,14 @@ def nm_record(nm_run: Run) -> Callable[..., Any]:
     return record
 
 
+REDUCED_DEPTH = 2  # models bigger than the machine run here at this many blocks per stack, real width
+
+
+def load_options(registry: Any, name: str) -> dict[str, Any]:
+    """Suite load options for a model: registered `large` models run at reduced depth, real width."""
+    return {"depth": REDUCED_DEPTH} if registry.get_model_config(name).large else {}
+
+
 class LoadedModels:
     """In-process models for the suites that time calls; one at a time keeps memory predictable."""
 
@@ -108,7 +116,7 @@ class LoadedModels:
     def get(self, name: str) -> Any:
         if name not in self.analyzer.loaded_models:
             self.analyzer.unload_all()
-            self.analyzer.load_model(name)
+            self.analyzer.load_model(name, **load_options(self.analyzer.registry, name))
         return self.analyzer.loaded_models[name]
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from harness.memory import PeakProbe, rss_bytes
 
 
-def _prepare(model: str, source: str | None) -> tuple[Any, Any]:
+def _prepare(model: str, source: str | None, depth: int | None = None) -> tuple[Any, Any]:
     """Import everything a load needs (model class included) so the baseline excludes import cost."""
     import transformers
 
@@ -20,7 +20,7 @@ def _prepare(model: str, source: str | None) -> tuple[Any, Any]:
     from adapters.sources import resolve_source
 
     analyzer = MultiModelAnalyzer()
-    src = resolve_source(model, analyzer.registry, source=source)  # builds the zoo checkpoint if needed
+    src = resolve_source(model, analyzer.registry, source=source, depth=depth)  # builds the zoo checkpoint if needed
     config = transformers.AutoConfig.from_pretrained(src.location)
     for arch in getattr(config, "architectures", None) or ():
         getattr(transformers, arch, None)  # the lazy module import happens here, not inside the probe
@@ -49,11 +49,11 @@ def peak_memory(
     from adapters.memory import release_memory
     from harness.workloads import workload_by_name
 
-    analyzer, _ = _prepare(model, source)
+    analyzer, _ = _prepare(model, source, depth)
     release_memory()
     with PeakProbe() as probe:
         t0 = time.perf_counter()
-        adapter = analyzer.load_model(model, device=device, dtype=dtype, source=source)
+        adapter = analyzer.load_model(model, device=device, dtype=dtype, source=source, depth=depth)
         load_s = time.perf_counter() - t0
         w = workload_by_name(workload, adapter.tokenizer, adapter.mapping.num_layers, adapter.max_positions())
         acts = analyzer.extract_activations(model, list(w.texts), list(w.layers))
@@ -73,15 +73,15 @@ def reclamation(
     """RSS before load, after load (every weight read once), after unload; and whether the model died."""
     from adapters.memory import release_memory
 
-    analyzer, _ = _prepare(model, source)
+    analyzer, _ = _prepare(model, source, depth)
     # one full warm-up cycle first: one-time costs (lazy imports, kernel workspaces, tokenizer caches)
     # are not model memory and would read as "not given back"
-    analyzer.load_model(model, device=device, dtype=dtype, source=source)
+    analyzer.load_model(model, device=device, dtype=dtype, source=source, depth=depth)
     analyzer.extract_activations(model, ["Hello world"], [-1])
     analyzer.unload_model(model)
     release_memory()
     before = rss_bytes()
-    adapter = analyzer.load_model(model, device=device, dtype=dtype, source=source)
+    adapter = analyzer.load_model(model, device=device, dtype=dtype, source=source, depth=depth)
     info = adapter.info()
     _touch_weights(adapter.model)
     analyzer.extract_activations(model, ["Hello world"], [-1])

@@ -6,6 +6,7 @@ import pytest
 
 from harness.isolate import IsolatedError, run_isolated
 from harness.memory import GB
+from harness.plugin import load_options
 from harness.workloads import WORKLOAD_NAMES
 from suites.common import check_verdict
 
@@ -14,10 +15,11 @@ from suites.common import check_verdict
 def test_peak_memory(benchmark, nm_model, workload, nm_registry, nm_record):
     from adapters.sources import resolve_source
 
-    resolve_source(nm_model, nm_registry)  # build the zoo checkpoint here, not inside the measurement
+    options = load_options(nm_registry, nm_model)
+    resolve_source(nm_model, nm_registry, **options)  # build the zoo checkpoint here, not inside the probe
     try:
         out = benchmark.pedantic(run_isolated, args=("harness.probes:peak_memory",
-                                                     {"model": nm_model, "workload": workload}),
+                                                     {"model": nm_model, "workload": workload, **options}),
                                  kwargs={"timeout": 1800}, rounds=1, iterations=1)
     except IsolatedError as exc:
         config = nm_registry.get_model_config(nm_model)
@@ -27,7 +29,8 @@ def test_peak_memory(benchmark, nm_model, workload, nm_registry, nm_record):
         return
     probe = out["probe"]
     record = nm_record(
-        "memory", out["info"], "peak_memory", probe["delta_bytes"] / GB, "GB", workload=out["workload"],
+        "memory", out["info"], "peak_memory", probe["delta_bytes"] / GB, "GB",
+        workload={**out["workload"], **options},
         extra={"probe": probe, "load_seconds": out["load_seconds"], "bytes_returned": out["bytes_returned"],
                "definition": "peak RSS during load + one extraction minus RSS before the load"},
     )
