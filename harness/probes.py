@@ -43,7 +43,12 @@ def _bytes(tensors: dict) -> int:
 
 
 def peak_memory(
-    model: str, workload: str, device: str | None = None, dtype: str | None = None, source: str | None = None
+    model: str,
+    workload: str,
+    device: str | None = None,
+    dtype: str | None = None,
+    source: str | None = None,
+    depth: int | None = None,
 ) -> dict[str, Any]:
     """Peak RSS added by loading `model` and running one extraction of `workload` (fresh process)."""
     from adapters.memory import release_memory
@@ -68,7 +73,11 @@ def peak_memory(
 
 
 def reclamation(
-    model: str, device: str | None = None, dtype: str | None = None, source: str | None = None
+    model: str,
+    device: str | None = None,
+    dtype: str | None = None,
+    source: str | None = None,
+    depth: int | None = None,
 ) -> dict[str, Any]:
     """RSS before load, after load (every weight read once), after unload; and whether the model died."""
     from adapters.memory import release_memory
