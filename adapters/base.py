@@ -289,6 +289,7 @@ class UniversalModelAdapter:
             "layout": mapping.describe(),
             "load_seconds": self.load_seconds,
             "depth": self.source.provenance.get("depth") if self.source else None,
+            "config_hash": config_hash(model.config),
         }
 
     def family_value(self) -> str | None:
@@ -306,6 +307,15 @@ class UniversalModelAdapter:
         return ref
 
     unload_model = unload
+
+
+def config_hash(config: Any) -> str:
+    """Short sha256 of a model config's diff dict: two figures compare only if their models are the same."""
+    import hashlib
+    import json
+
+    facts = {k: v for k, v in config.to_diff_dict().items() if k not in ("_name_or_path", "transformers_version")}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def validate_texts(texts: Sequence[str] | str) -> list[str]:

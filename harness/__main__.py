@@ -29,6 +29,14 @@ def _build_parser() -> argparse.ArgumentParser:
     chk.add_argument("results", nargs="+", type=Path, help="results files or folders (the newest file is checked)")
     chk.add_argument("--models", default=None, help="comma list of models that must have a record per suite")
 
+    gate = sub.add_parser("gate", help="compare CURRENT with BASELINE; exit 0 pass, 1 regression, 2 incomparable")
+    gate.add_argument("baseline", type=Path, help="baseline results file or folder (all runs in it: one run)")
+    gate.add_argument("current", type=Path, help="current results file or folder (shards of one run)")
+    gate.add_argument("--latency-threshold", type=float, default=0.10, help="relative median slowdown (0.10)")
+    gate.add_argument("--alpha", type=float, default=0.01, help="Mann-Whitney U significance level (0.01)")
+    gate.add_argument("--strict-targets", action="store_true", help="every failing stated target regresses")
+    gate.add_argument("--json", type=Path, default=None, help="also write the comparisons as JSON here")
+
     # gate: add `sub.add_parser("gate", ...)` here and dispatch to harness.gate in main().
     return parser
 
@@ -69,6 +77,28 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _cmd_gate(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.gate import GateConfig, compare, exit_code, summarize
+    from harness.results import load_records
+
+    try:
+        baseline, current = load_records([args.baseline]), load_records([args.current])
+    except (FileNotFoundError, ValueError) as e:
+        print(f"harness gate: {e}", file=sys.stderr)
+        return 2
+    if not baseline or not current:
+        print("harness gate: no records in " + ("baseline" if not baseline else "current"), file=sys.stderr)
+        return 2
+    cfg = GateConfig(latency_threshold=args.latency_threshold, alpha=args.alpha, strict_targets=args.strict_targets)
+    comparisons = compare(baseline, current, cfg)
+    print(summarize(comparisons))
+    if args.json:
+        args.json.write_text(json.dumps([c.to_dict() for c in comparisons], indent=1))
+    return exit_code(comparisons)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)  # exits 2 on bad arguments
@@ -76,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_report(args)
     if args.command == "check":
         return _cmd_check(args)
+    if args.command == "gate":
+        return _cmd_gate(args)
     parser.print_usage(sys.stderr)
     print("python -m harness: error: a command is required (report)", file=sys.stderr)
     return 2

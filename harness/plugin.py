@@ -87,11 +87,15 @@ def nm_record(nm_run: Run) -> Callable[..., Any]:
 
     def record(suite: str, info: dict[str, Any], metric: str, value: float | None, unit: str,
                **kwargs: Any) -> Any:
+        from harness.fingerprint import fingerprint
+
         weights = info.get("weights")
+        extra = {**kwargs.pop("extra", {}), "fingerprint": fingerprint(nm_run.environment, info)}
         return nm_run.record(
             suite=suite, model=info.get("name"), family=info.get("family"),
             weights=weights if weights in ("pretrained", "synthetic") else None,
-            device=info.get("device"), dtype=info.get("dtype"), metric=metric, value=value, unit=unit, **kwargs,
+            device=info.get("device"), dtype=info.get("dtype"), metric=metric, value=value, unit=unit, extra=extra,
+            **kwargs,
         )
 
     return record
