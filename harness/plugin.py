@@ -29,6 +29,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--nm-results", default=str(REPO / "results"), metavar="DIR",
                     help="folder for results/<run>.json, its report and pytest-benchmark's JSON")
     group.addoption("--nm-no-report", action="store_true", help="write results but no plots or report")
+    group.addoption("--nm-inject-slowdown", type=float, default=0.0, metavar="FRACTION",
+                    help="validation of the gate only: make every extraction FRACTION slower (busy wait)")
 
 
 def _is_suite_run(config: pytest.Config) -> bool:
@@ -50,9 +52,32 @@ def pytest_configure(config: pytest.Config) -> None:
     command = shlex.join(["pytest", *config.invocation_params.args])
     run = Run.start(command, results_dir, load_targets())
     config.stash[_RUN_KEY] = run
+    slowdown = config.getoption("nm_inject_slowdown")
+    if slowdown:
+        _inject_slowdown(slowdown)
+        run.environment["injected_slowdown"] = slowdown
     if config.pluginmanager.hasplugin("benchmark") and getattr(config.option, "benchmark_json", None) is None:
         # pytest-benchmark's own JSON (all raw timings) sits beside ours, same run id
         config.option.benchmark_json = open(results_dir / f"{run.id}.benchmark.json", "wb")  # noqa: SIM115
+
+
+def _inject_slowdown(fraction: float) -> None:
+    """Wrap the extraction path so each call takes (1 + fraction) times as long (a known, real slowdown)."""
+    import time
+
+    from adapters.base import UniversalModelAdapter
+
+    original = UniversalModelAdapter.extract_activations
+
+    def slowed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        out = original(self, *args, **kwargs)
+        until = time.perf_counter() + fraction * (time.perf_counter() - start)
+        while time.perf_counter() < until:
+            pass
+        return out
+
+    UniversalModelAdapter.extract_activations = slowed  # type: ignore[method-assign]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
