@@ -35,7 +35,7 @@ from .errors import (
 )
 from .families import ModelFamily
 from .layout import LayerMapping, discover_layout
-from .registry import ModelConfig, UniversalModelRegistry, facts_from_hf_config
+from .registry import ModelConfig, UniversalModelRegistry, facts_from_hf_config, read_config
 from .sources import ModelSource, resolve_source
 
 
@@ -107,7 +107,7 @@ class UniversalModelAdapter:
             model = cls.from_pretrained(src.location, config=hf_config, **kwargs)
         except NeuronMapError:
             raise
-        except (OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # safetensors, torch and accelerate raise their own types
             text = str(exc)
             if not allow_pickle and "safetensors" in text.lower():
                 raise UnsafeWeightsError(
@@ -139,6 +139,8 @@ class UniversalModelAdapter:
     def _load_config(self, src: ModelSource, trust_remote_code: bool) -> Any:
         from transformers import AutoConfig
 
+        if src.origin in ("local", "zoo"):
+            return read_config(Path(src.location), trust_remote_code)
         try:
             return AutoConfig.from_pretrained(src.location, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:

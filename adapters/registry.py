@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from . import families
-from .errors import DetectionError, InvalidInputError, UnknownModelError
+from .errors import DetectionError, InvalidInputError, ModelSourceError, UnknownModelError, UnsafeWeightsError
 from .families import ModelFamily
 
 MODELS_FILE = Path(__file__).resolve().parent.parent / "models.toml"
@@ -81,6 +80,27 @@ def facts_from_hf_config(cfg: Any) -> dict[str, Any]:
         "num_decoder_layers": _first_int(text, "num_decoder_layers", "decoder_layers") if enc_dec else None,
         "is_encoder_decoder": enc_dec,
     }
+
+
+def read_config(path: Path, trust_remote_code: bool = False) -> Any:
+    """A checkpoint folder's config; an unreadable or invalid one is a ModelSourceError naming the file."""
+    import json
+
+    from transformers import AutoConfig
+
+    try:
+        raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(f"invalid or unreadable config in {path}: {exc}") from exc
+    if isinstance(raw, dict) and raw.get("auto_map") and not trust_remote_code:
+        raise UnsafeWeightsError(
+            f"{path} needs custom code (config auto_map: {sorted(raw['auto_map'])}); remote code is never run "
+            "unless trust_remote_code=True"
+        )
+    try:
+        return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelSourceError(f"invalid or unreadable config in {path}: {str(exc)[:300]}") from exc
 
 
 class UniversalModelRegistry:
@@ -162,9 +182,9 @@ class UniversalModelRegistry:
 
     def config_from_checkpoint(self, path: Path | str, name: str | None = None) -> ModelConfig:
         """ModelConfig for an unregistered checkpoint folder or a loaded transformers config."""
-        from transformers import AutoConfig, PretrainedConfig
+        from transformers import PretrainedConfig
 
-        cfg = path if isinstance(path, PretrainedConfig) else AutoConfig.from_pretrained(str(path))
+        cfg = path if isinstance(path, PretrainedConfig) else read_config(Path(path))
         facts = facts_from_hf_config(cfg)
         archs = getattr(cfg, "architectures", None) or [None]
         return ModelConfig(
@@ -183,9 +203,7 @@ class UniversalModelRegistry:
                 return self._models[canonical].family
             path = Path(model).expanduser()
             if (path / "config.json").is_file():
-                from transformers import AutoConfig
-
-                return families.detect(AutoConfig.from_pretrained(str(path)))
+                return families.detect(read_config(path))
         return families.detect(model)
 
     def select(self, spec: str | None) -> list[str]:
