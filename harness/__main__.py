@@ -16,7 +16,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description="NeuronMap Bench harness")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    rep = sub.add_parser("report", help="write report.md and charts from results files")
+    rep = sub.add_parser("report", help="write report.md, report.html (self-contained) and charts from results files")
     rep.add_argument("results", nargs="+", type=Path, help="results JSON files or folders holding them")
     rep.add_argument(
         "--out",
@@ -24,6 +24,25 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="output folder (default: beside the first results file, named after it: results/<run_id>/)",
     )
+    rep.add_argument(
+        "--baseline",
+        nargs="+",
+        action="extend",
+        type=Path,
+        default=None,
+        help="baseline results files or folders to compare with (e.g. results/baselines/)",
+    )
+
+    exp = sub.add_parser("export", help="export for CI trackers: Bencher Metric Format or github-action-benchmark")
+    exp.add_argument("results", nargs="+", type=Path, help="results JSON files or folders holding them")
+    exp.add_argument(
+        "--format",
+        required=True,
+        choices=("bmf", "gab"),
+        help="bmf: Bencher Metric Format (every figure); gab: github-action-benchmark customSmallerIsBetter "
+        "(latency and memory)",
+    )
+    exp.add_argument("--out", type=Path, default=None, help="output JSON file (default: standard output)")
 
     chk = sub.add_parser("check", help="exit 1 when a run has error verdicts or misses (suite, model) records")
     chk.add_argument("results", nargs="+", type=Path, help="results files or folders (the newest file is checked)")
@@ -55,9 +74,34 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"harness report: no results files found in {where}", file=sys.stderr)
         return 2
     out = args.out if args.out is not None else files[0].parent / files[0].stem
-    written = write_report(files, out)
+    try:
+        written = write_report(files, out, baseline=args.baseline)
+    except (FileNotFoundError, ValueError) as e:  # a missing or unreadable --baseline
+        print(f"harness report: {e}", file=sys.stderr)
+        return 2
     for key, path in written.items():
         print(f"{key}: {path}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from harness.export import dumps, export
+    from harness.results import atomic_write_json
+
+    try:
+        data = export(args.results, args.format)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"harness export: {e}", file=sys.stderr)
+        return 2
+    if not data:
+        what = "latency or memory figures" if args.format == "gab" else "measured figures"
+        print(f"harness export: no {what} in {', '.join(map(str, args.results))}", file=sys.stderr)
+        return 2
+    if args.out is None:
+        sys.stdout.write(dumps(data))
+    else:
+        atomic_write_json(args.out, data)
+        print(f"{args.format}: {args.out}", file=sys.stderr)
     return 0
 
 
@@ -104,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)  # exits 2 on bad arguments
     if args.command == "report":
         return _cmd_report(args)
+    if args.command == "export":
+        return _cmd_export(args)
     if args.command == "check":
         return _cmd_check(args)
     if args.command == "gate":
