@@ -1,4 +1,4 @@
-"""Capture the environment a figure was measured in.
+"""Capture the environment a figure was measured in (GPU name, UUID, driver and CUDA versions included).
 
 Why: a latency or memory number is meaningless without the machine, library versions, thread count and
 code revision behind it. Every probe is guarded: a missing tool or library yields None (and a note under
@@ -124,18 +124,26 @@ def _gpus_nvml() -> list[dict[str, Any]] | None:
         return None
     try:
         driver = pynvml.nvmlSystemGetDriverVersion()
+        cuda_index = _cuda_indices_by_uuid()
         gpus = []
         for i in range(pynvml.nvmlDeviceGetCount()):
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
             mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+            uuid = _s(pynvml.nvmlDeviceGetUUID(h))
+            cc = None
+            with contextlib.suppress(Exception):
+                cc = ".".join(str(x) for x in pynvml.nvmlDeviceGetCudaComputeCapability(h))
             gpus.append(
                 {
                     "index": i,
                     "name": _s(pynvml.nvmlDeviceGetName(h)),
-                    "uuid": _s(pynvml.nvmlDeviceGetUUID(h)),
+                    "uuid": uuid,
                     "driver": _s(driver),
                     "memory_total_bytes": int(mem.total),
                     "memory_used_bytes": int(mem.used),
+                    "compute_capability": cc,
+                    # torch's index of this GPU under CUDA_VISIBLE_DEVICES; None: not visible to this process
+                    "cuda_index": cuda_index.get(uuid),
                     "source": "nvml",
                 }
             )
@@ -149,9 +157,61 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def _cuda_indices_by_uuid() -> dict[str, int]:
+    """NVML UUID -> torch CUDA index for the devices this process can see (NVML lists all of them)."""
+    from harness.gpu import cuda_available, torch_cuda_uuid
+
+    if not cuda_available():
+        return {}
+    import torch
+
+    out: dict[str, int] = {}
+    for i in range(torch.cuda.device_count()):
+        uuid = torch_cuda_uuid(i)
+        if uuid is not None:
+            out[uuid] = i
+    return out
+
+
+def _cuda() -> dict[str, Any]:
+    """CUDA facts beyond the per-GPU list: versions, visible devices, and the context's memory overhead.
+
+    Why the overhead: a process's CUDA context costs hundreds of MB of device memory that no torch counter
+    shows; a reader comparing NVML figures with allocator figures needs it. Measured in a fresh process
+    (harness.gpu.context_overhead), so it is the same whether or not this process already holds a context.
+    """
+    from harness import gpu
+
+    available = gpu.cuda_available()
+    driver = None
+    with gpu.nvml() as (pynvml, _reason):
+        if pynvml is not None:
+            with contextlib.suppress(Exception):
+                driver = _s(pynvml.nvmlSystemGetDriverVersion())
+    try:
+        import torch
+
+        runtime = torch.version.cuda
+        count = torch.cuda.device_count() if available else 0
+    except Exception:
+        runtime, count = None, 0
+    return {
+        "available": available,
+        "reason": None if available else "CUDA is not available to torch (no GPU, no driver, or a CPU build)",
+        "driver": driver,
+        "driver_cuda_version": gpu.cuda_driver_version(),
+        "runtime_version": runtime,
+        "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "device_count": count,
+        "context_overhead": gpu.context_overhead(0),
+    }
+
+
 def _gpus_torch() -> list[dict[str, Any]] | None:
     try:
         import torch
+
+        from harness.gpu import torch_cuda_uuid
 
         if not torch.cuda.is_available():
             return None
@@ -162,7 +222,7 @@ def _gpus_torch() -> list[dict[str, Any]] | None:
                 {
                     "index": i,
                     "name": p.name,
-                    "uuid": str(getattr(p, "uuid", "")) or None,
+                    "uuid": torch_cuda_uuid(i),
                     "driver": None,
                     "memory_total_bytes": int(p.total_memory),
                     "memory_used_bytes": None,
@@ -244,6 +304,7 @@ def capture_environment(repo: Path | None = None) -> dict[str, Any]:
         "packages": safe("packages", _versions),
         "torch": safe("torch", _torch),
         "gpus": safe("gpus", _gpus),
+        "cuda": safe("cuda", _cuda),
         "git": safe("git", lambda: git_info(repo)),
         "env_vars": safe("env_vars", lambda: {k: os.environ.get(k) for k in _ENV_VARS}),
         "timer": safe("timer", _timer),

@@ -1,14 +1,24 @@
-"""pytest plugin: model selection, one results run per suite session, results + report at the end.
+"""pytest plugin: model selection, device and dtype, sharding, one results run per suite session.
 
 Loaded for every pytest run (`-p harness.plugin` in pyproject); it opens a results run only when the
 session runs tests under suites/, so the unit tests never write results.
+
+Sharding (`--nm-shard i/n`, 1-based): the selected models, sorted by name, are dealt round-robin — model k
+(0-based, in sorted order) goes to shard k mod n + 1. Round-robin rather than a hash keeps shards within one
+model of each other in size, and sorting makes it independent of the order of --nm-models; the price is
+that adding a model can move others to another shard, which does not matter because `harness report` and
+`harness gate` read all shards' results files together as one run. Tests that take no model (the labelled
+detection set) are dealt the same way over their sorted node ids, so each runs in exactly one shard.
+Several GPUs of one machine: one pytest process per GPU, each pinned with CUDA_VISIBLE_DEVICES and given
+its own shard (scripts/gpu_check.sh --gpus N); not pytest-xdist, under which pytest-benchmark disables itself.
 """
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +31,54 @@ SUITES_DIR = REPO / "suites"
 _RUN_KEY = pytest.StashKey[Run]()
 _REPORT_KEY = pytest.StashKey[dict]()
 
+DEVICES = ("cpu", "cuda", "auto")
+DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+          "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def parse_device(text: str) -> str:
+    """--nm-device: cpu | cuda | cuda:N | auto (accelerate's device map over every visible GPU)."""
+    t = text.strip().lower()
+    if t in DEVICES:
+        return t
+    if t.startswith("cuda:") and t[5:].isdigit():
+        return t
+    raise argparse.ArgumentTypeError(f"{text!r} is not one of cpu, cuda, cuda:N, auto")
+
+
+def parse_dtype(text: str) -> str:
+    """--nm-dtype: float32 | float16 | bfloat16 (fp32, fp16, half, bf16 accepted), canonical name returned."""
+    t = text.strip().lower()
+    if t in DTYPES:
+        return DTYPES[t]
+    raise argparse.ArgumentTypeError(f"{text!r} is not one of float32, float16, bfloat16 (or fp32, fp16, bf16)")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """--nm-shard i/n with 1 <= i <= n -> (i, n)."""
+    try:
+        i_text, n_text = text.strip().split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not of the form i/n (e.g. 1/4)") from None
+    if n < 1 or not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"shard {text!r}: need 1 <= i <= n")
+    return i, n
+
+
+def shard_items(names: Iterable[str], shard: tuple[int, int] | None) -> list[str]:
+    """The names that belong to `shard` (i, n): round-robin over the sorted distinct names; input order kept.
+
+    None (no sharding) keeps every name. Deterministic and independent of input order, so separate
+    processes given the same selection agree without talking to each other.
+    """
+    names = list(dict.fromkeys(names))
+    if shard is None:
+        return names
+    i, n = shard
+    mine = {name for k, name in enumerate(sorted(names)) if k % n == i - 1}
+    return [name for name in names if name in mine]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("neuronmap", "NeuronMap Bench")
@@ -31,6 +89,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--nm-no-report", action="store_true", help="write results but no plots or report")
     group.addoption("--nm-inject-slowdown", type=float, default=0.0, metavar="FRACTION",
                     help="validation of the gate only: make every extraction FRACTION slower (busy wait)")
+    group.addoption("--nm-device", type=parse_device, default="cpu", metavar="DEVICE",
+                    help="device models load on: cpu (default), cuda, cuda:N, or auto (accelerate device map "
+                         "over every visible GPU); timing synchronises CUDA")
+    group.addoption("--nm-dtype", type=parse_dtype, default=None, metavar="DTYPE",
+                    help="float32 | float16 | bfloat16 (fp16, bf16); default: float32 on CPU, the checkpoint's "
+                         "own dtype on CUDA")
+    group.addoption("--nm-shard", type=parse_shard, default=None, metavar="I/N",
+                    help="run shard I of N: models dealt round-robin over their sorted names (1-based); "
+                         "give every shard's results to `harness report`/`harness gate` as one run")
 
 
 def _is_suite_run(config: pytest.Config) -> bool:
@@ -41,10 +108,32 @@ def _is_suite_run(config: pytest.Config) -> bool:
     return False
 
 
+def device_options(config: pytest.Config) -> dict[str, Any]:
+    """{"device": ..., "dtype": ...} from --nm-device/--nm-dtype, as load_model and the probes take them."""
+    return {"device": config.getoption("nm_device", "cpu"), "dtype": config.getoption("nm_dtype", None)}
+
+
+def _check_device(config: pytest.Config) -> None:
+    """Fail at once, with the reason, when CUDA is asked for and absent (not one error per test later)."""
+    device = config.getoption("nm_device", "cpu")
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise pytest.UsageError(
+            f"--nm-device {device}: CUDA is not available here (torch {torch.__version__}, built for CUDA "
+            f"{torch.version.cuda}); use a CUDA build of torch on a machine with an NVIDIA GPU and driver")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise pytest.UsageError(f"--nm-device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     if not _is_suite_run(config) or hasattr(config, "workerinput"):
         return
+    _check_device(config)
     from harness.targets import load_targets
 
     results_dir = Path(config.getoption("nm_results"))
@@ -52,6 +141,11 @@ def pytest_configure(config: pytest.Config) -> None:
     command = shlex.join(["pytest", *config.invocation_params.args])
     run = Run.start(command, results_dir, load_targets())
     config.stash[_RUN_KEY] = run
+    shard = config.getoption("nm_shard")
+    run.environment["suite_options"] = {
+        **device_options(config),
+        "shard": None if shard is None else {"index": shard[0], "count": shard[1], "models": None},
+    }
     slowdown = config.getoption("nm_inject_slowdown")
     if slowdown:
         _inject_slowdown(slowdown)
@@ -84,8 +178,32 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "nm_model" in metafunc.fixturenames:
         from adapters import UniversalModelRegistry
 
-        models = UniversalModelRegistry().select(metafunc.config.getoption("nm_models"))
+        config = metafunc.config
+        models = shard_items(UniversalModelRegistry().select(config.getoption("nm_models")),
+                             config.getoption("nm_shard"))
+        run = config.stash.get(_RUN_KEY, None)
+        shard_info = (run.environment.get("suite_options") or {}).get("shard") if run is not None else None
+        if shard_info is not None:
+            shard_info["models"] = models
         metafunc.parametrize("nm_model", models, ids=[safe_component(m) for m in models])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under --nm-shard, deal the tests that take no model round-robin over their sorted node ids."""
+    shard = config.getoption("nm_shard")
+    if shard is None:
+        return
+    modelless = [item.nodeid for item in items if "nm_model" not in getattr(item, "fixturenames", ())]
+    keep = set(shard_items(modelless, shard))
+    selected, deselected = [], []
+    for item in items:
+        if "nm_model" in getattr(item, "fixturenames", ()) or item.nodeid in keep:
+            selected.append(item)
+        else:
+            deselected.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
 
 
 @pytest.fixture(scope="session")
@@ -135,17 +253,23 @@ def load_options(registry: Any, name: str) -> dict[str, Any]:
 
 
 class LoadedModels:
-    """In-process models for the suites that time calls; one at a time keeps memory predictable."""
+    """In-process models for the suites that time calls; one at a time keeps memory predictable.
 
-    def __init__(self) -> None:
+    `device` and `dtype` (from --nm-device/--nm-dtype) go to every load_model call.
+    """
+
+    def __init__(self, device: str | None = None, dtype: str | None = None) -> None:
         from adapters import MultiModelAnalyzer
 
         self.analyzer = MultiModelAnalyzer()
+        self.device = device
+        self.dtype = dtype
 
     def get(self, name: str) -> Any:
         if name not in self.analyzer.loaded_models:
             self.analyzer.unload_all()
-            self.analyzer.load_model(name, **load_options(self.analyzer.registry, name))
+            self.analyzer.load_model(name, device=self.device, dtype=self.dtype,
+                                     **load_options(self.analyzer.registry, name))
         return self.analyzer.loaded_models[name]
 
     def close(self) -> None:
@@ -153,8 +277,15 @@ class LoadedModels:
 
 
 @pytest.fixture(scope="session")
-def nm_loaded() -> Iterator[LoadedModels]:
-    models = LoadedModels()
+def nm_device_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """{"device": ..., "dtype": ...} chosen with --nm-device/--nm-dtype, for suites that load models themselves
+    (e.g. the isolated memory probes, whose functions take `device` and `dtype`)."""
+    return device_options(request.config)
+
+
+@pytest.fixture(scope="session")
+def nm_loaded(nm_device_options: dict[str, Any]) -> Iterator[LoadedModels]:
+    models = LoadedModels(**nm_device_options)
     yield models
     models.close()
 

@@ -4,6 +4,11 @@ Why this shape: on a shared 2-core machine the spread between rounds is 10-30% o
 single number means little. We keep every sample (in seconds), report median and IQR (robust to the
 odd slow round), and offer `interleaved` so that two methods compared in one run see the same machine
 state round by round instead of one running entirely before the other.
+
+On CUDA, kernels run asynchronously: a host clock around a call measures only the launches unless the
+device is synchronised before the clock stops. `device_sync` builds that synchronisation for the devices a
+model lives on, `synchronized` wraps a callable so that timers we do not own (pytest-benchmark) include it,
+and `cuda_event_times` reads device-side time from CUDA events (kernel time only, no host overhead).
 """
 
 from __future__ import annotations
@@ -11,11 +16,21 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TimingStats", "interleaved", "measure", "stats_from_samples", "timer_info"]
+__all__ = [
+    "TimingStats",
+    "cuda_devices",
+    "cuda_event_times",
+    "device_sync",
+    "interleaved",
+    "measure",
+    "stats_from_samples",
+    "synchronized",
+    "timer_info",
+]
 
 _NS = 1e-9
 
@@ -195,3 +210,112 @@ def timer_info(calls: int = 20_000) -> dict[str, Any]:
         "call_overhead_s": per_call_ns * _NS,
         "measure_overhead_s": noop.median,
     }
+
+
+# ---------------------------------------------------------------- CUDA
+
+
+def cuda_devices(devices: Any) -> list[str]:
+    """The distinct CUDA devices among `devices`, as "cuda:N", sorted.
+
+    Accepts a device string ("cpu", "cuda", "cuda:1"), an int (accelerate's device-map value for a GPU), a
+    torch.device, an iterable of those, or a device map dict (its values). "cuda" means device 0.
+    """
+    if devices is None:
+        return []
+    if isinstance(devices, dict):
+        devices = list(devices.values())
+    if isinstance(devices, (str, int)) or not isinstance(devices, Iterable):
+        devices = [devices]
+    found: set[str] = set()
+    for d in devices:
+        if isinstance(d, bool):
+            continue
+        if isinstance(d, int):
+            found.add(f"cuda:{d}")
+            continue
+        text = str(d)
+        if text == "cuda":
+            found.add("cuda:0")
+        elif text.startswith("cuda:"):
+            found.add(text)
+    return sorted(found, key=lambda x: int(x.split(":")[1]))
+
+
+def device_sync(devices: Any) -> Callable[[], None] | None:
+    """A callable that waits for all queued work on every CUDA device in `devices`; None when none is CUDA.
+
+    Why every device: a model spread over several GPUs by a device map finishes only when the last one has.
+    Raises RuntimeError when a CUDA device is named but CUDA is not available (a timer must not silently
+    fall back to timing launches only).
+    """
+    cuda = cuda_devices(devices)
+    if not cuda:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"device_sync: {', '.join(cuda)} named, but CUDA is not available here")
+    targets = [torch.device(d) for d in cuda]
+
+    def sync() -> None:
+        for d in targets:
+            torch.cuda.synchronize(d)
+
+    sync.__qualname__ = f"torch.cuda.synchronize({', '.join(cuda)})"
+    return sync
+
+
+def synchronized(fn: Callable[..., Any], sync: Callable[[], Any] | None) -> Callable[..., Any]:
+    """`fn` followed by `sync()` inside the same call, so any timer around the call sees device work finish.
+
+    Used for pytest-benchmark's pedantic mode, whose clock we cannot hook. Only a trailing sync is needed:
+    every round ends synchronised, so the next one starts with an empty queue (sync once before the first
+    round). With `sync=None`, `fn` itself is returned.
+    """
+    if sync is None:
+        return fn
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        out = fn(*args, **kwargs)
+        sync()
+        return out
+
+    call.__wrapped__ = fn  # type: ignore[attr-defined]
+    return call
+
+
+def cuda_event_times(
+    fn: Callable[[], Any],
+    *,
+    rounds: int,
+    warmup: int,
+    device: Any = None,
+) -> TimingStats:
+    """Device-side time of `fn()` per round from CUDA events recorded on the current stream (seconds).
+
+    What it measures: GPU time between the two events, i.e. the kernels `fn` queued — host-side work
+    (tokenising, Python, copies the host waits on) before the first kernel is not counted. Raises
+    RuntimeError without CUDA.
+    """
+    _check_counts(rounds, warmup)
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("cuda_event_times: CUDA is not available here")
+    dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize(dev)
+    gc.collect()
+    samples: list[float] = []
+    with torch.cuda.device(dev):
+        for _ in range(rounds):
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) / 1000.0)  # elapsed_time is in milliseconds
+    return stats_from_samples(samples)
