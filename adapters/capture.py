@@ -59,6 +59,14 @@ def _first_tensor(output: Any) -> torch.Tensor:
     raise ExtractionError(f"a hooked module returned {type(output).__name__}, which holds no tensor")
 
 
+def _flat(output: Any) -> list[Any]:
+    """An output's items, nested tuples flattened depth-first (I-BERT returns ((ctx, probs), (scales...)))."""
+    seq = output.to_tuple() if hasattr(output, "to_tuple") else output
+    if not isinstance(seq, tuple | list):
+        return [seq]
+    return [x for item in seq for x in _flat(item)]
+
+
 def _weights(output: Any, index: int | None) -> torch.Tensor | None:
     """Attention weights in an attention module's output: the declared index, else the last 4-D tensor."""
     seq = output.to_tuple() if hasattr(output, "to_tuple") else output
@@ -67,8 +75,79 @@ def _weights(output: Any, index: int | None) -> torch.Tensor | None:
     if index is not None and -len(seq) <= index < len(seq):
         item = seq[index]
         return item if isinstance(item, torch.Tensor) and item.dim() == 4 else None
-    found = [t for t in seq if isinstance(t, torch.Tensor) and t.dim() == 4]
+    found = [t for t in _flat(seq) if isinstance(t, torch.Tensor) and t.dim() == 4]
     return found[-1] if found else None
+
+
+def _token_ids(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The [batch, seq] token ids a module was called with, if any."""
+    ids = kwargs.get("input_ids")
+    if ids is None and args and isinstance(args[0], torch.Tensor) and not args[0].is_floating_point():
+        ids = args[0]
+    return ids if isinstance(ids, torch.Tensor) and ids.dim() == 2 else None
+
+
+def _offset(inner: torch.Tensor, outer: torch.Tensor) -> int | None:
+    """Where the caller's ids sit inside the (longer) ids the embedding saw: internal padding, prompts."""
+    n = outer.shape[1]
+    if inner.shape[0] != outer.shape[0] or inner.shape[1] <= n:
+        return None
+    outer = outer.to(inner.device)
+    for off in range(inner.shape[1] - n + 1):
+        if torch.equal(inner[:, off:off + n], outer):
+            return off
+    return None
+
+
+class _Positions:
+    """Puts block outputs back into [batch, seq of the caller's ids, ...].
+
+    Some models run their blocks on another layout: FSMT time-first ([seq, batch, hidden]); Longformer,
+    LED and PEGASUS-X pad to a multiple of their attention window or block inside the forward; CPM-Ant
+    prepends prompt tokens. The ids each stack's callers passed (pre-hooks on the modules that hold the
+    stack) and the ids the input embedding saw, call by call, tell which positions are the caller's;
+    anything that cannot be told is left as the model produced it.
+    """
+
+    def __init__(self) -> None:
+        self.caller: dict[str, torch.Tensor] = {}
+        self.embedded: list[torch.Tensor] = []
+        self.time_first: dict[str, bool] = {}
+        self.offsets: dict[tuple[str, int], int | None] = {}
+
+    def _offset(self, ids: torch.Tensor, length: int) -> int | None:
+        """Where the caller's ids sit among `length` embedded positions: in one embedding call of that
+        length, or in consecutive calls that add up to it (LED embeds its window padding separately)."""
+        calls = [e for e in self.embedded if e.shape[0] == ids.shape[0]]
+        for i in range(len(calls)):
+            for j in range(i, len(calls)):
+                span = calls[i:j + 1]
+                if sum(e.shape[1] for e in span) == length:
+                    off = _offset(torch.cat([e.to(ids.device) for e in span], dim=1), ids)
+                    if off is not None:
+                        return off
+        return None
+
+    def align(self, stack: str, t: torch.Tensor) -> torch.Tensor:
+        ids = self.caller.get(stack)
+        if ids is None or t.dim() < 3:
+            return t
+        batch, n = ids.shape
+        lengths = {n} | {e.shape[1] for e in self.embedded if e.shape[0] == batch}
+        if t.shape[0] != batch and t.shape[1] == batch and t.shape[0] in lengths:
+            self.time_first[stack] = True
+        elif t.shape[0] == batch and t.shape[1] in lengths and batch not in lengths:
+            self.time_first[stack] = False
+        if self.time_first.get(stack) and t.shape[1] == batch:
+            t = t.transpose(0, 1)
+        if t.shape[0] == batch and t.shape[1] > n:
+            key = (stack, t.shape[1])
+            if key not in self.offsets:
+                self.offsets[key] = self._offset(ids, t.shape[1])
+            off = self.offsets[key]
+            if off is not None:
+                t = t[:, off:off + n]
+        return t
 
 
 def _version_of(t: torch.Tensor) -> int:
@@ -107,49 +186,58 @@ def capture(
     result = CaptureResult()
     versions: dict[Any, int] = {}
 
+    positions = _Positions()
+
     def store(stack: str, what: str, tensor: torch.Tensor | None) -> None:
         keys = wanted.get((stack, state[stack].current, what))
         if not keys or tensor is None:
             return
         value = tensor.detach()
+        if what in ("block", "attention", "mlp", "cross_attention"):
+            value = positions.align(stack, value)
         value = value.clone() if clone else value
         for k in keys:
             result.values[k] = value
             versions[k] = _version_of(value)
 
     handles: list[Any] = []
-    for stack_name in {r.stack for r in requests} | {last_stack}:
-        stack = mapping.stacks[stack_name]
+    with _hooks(handles):  # registered inside: a lookup that fails half-way leaves no hook behind
+        # sublayer hooks first: when a sublayer's output is also a block's (or returns with it), it must be
+        # stored before the block's hook stops the forward
+        for r in requests:
+            if r.what in ("attention", "mlp", "cross_attention"):
+                module = mapping.component(r.stack, r.index, r.what)
+                hook = _component_hook(store, r.stack, r.what)
+            elif r.what in ("attn_weights", "cross_attn_weights"):
+                cross = r.what == "cross_attn_weights"
+                mods = mapping.attention_modules(r.stack, r.index, cross=cross)
+                if not mods:
+                    raise InvalidLayerError(f"no attention module found in {r.stack}.{r.index}")
+                module, index = mods[0]
+                hook = _weights_hook(store, r.stack, r.what, index)
+            else:
+                continue
+            handles.append(module.register_forward_hook(hook))
 
-        def pre(_m: nn.Module, _a: Any, s: str = stack_name) -> None:
-            state[s].current = state[s].calls
+        used = {r.stack for r in requests} | {last_stack}
+        _position_hooks(model, mapping, used, positions, handles)
+        for stack_name in used:
+            stack = mapping.stacks[stack_name]
 
-        def post(_m: nn.Module, _a: Any, out: Any, s: str = stack_name) -> None:
-            state[s].calls += 1
-            store(s, "block", _first_tensor(out))
-            if early_exit and s == last_stack and state[s].current == deepest:
-                raise StopForward
+            def pre(_m: nn.Module, _a: Any, s: str = stack_name) -> None:
+                state[s].current = state[s].calls
 
-        for block in dict.fromkeys(stack.modules):  # shared blocks are hooked once
-            handles.append(block.register_forward_pre_hook(pre))
-            handles.append(block.register_forward_hook(post))
+            def post(_m: nn.Module, _a: Any, out: Any, s: str = stack_name) -> None:
+                state[s].calls += 1
+                store(s, "block", _first_tensor(out))
+                if early_exit and s == last_stack and state[s].current == deepest:
+                    raise StopForward
 
-    for r in requests:
-        if r.what in ("attention", "mlp", "cross_attention"):
-            module = mapping.component(r.stack, r.index, r.what)
-            hook = _component_hook(store, r.stack, r.what)
-        elif r.what in ("attn_weights", "cross_attn_weights"):
-            cross = r.what == "cross_attn_weights"
-            mods = mapping.attention_modules(r.stack, r.index, cross=cross)
-            if not mods:
-                raise InvalidLayerError(f"no attention module found in {r.stack}.{r.index}")
-            module, index = mods[0]
-            hook = _weights_hook(store, r.stack, r.what, index)
-        else:
-            continue
-        handles.append(module.register_forward_hook(hook))
+            for entry in dict.fromkeys(stack.entries):  # shared blocks are hooked once
+                handles.append(entry.register_forward_pre_hook(pre))
+            for block in dict.fromkeys(stack.modules):
+                handles.append(block.register_forward_hook(post))
 
-    with _hooks(handles):
         try:
             with torch.no_grad():
                 run_forward()
@@ -168,6 +256,42 @@ def capture(
         raise MissingCaptureError(f"the forward pass never produced {missing!r} (the module did not run or "
                                   "returned no attention weights)")
     return result
+
+
+def _position_hooks(model: nn.Module, mapping: LayerMapping, stacks: set[str], positions: _Positions,
+                    handles: list[Any]) -> None:
+    """Record the ids each stack's callers pass (every module on the path to the stack) and the ids the
+    input embedding sees; the innermost caller, called last, wins."""
+    for name in stacks:
+        parts = mapping.stacks[name].path.split(".")
+        for depth in range(len(parts)):
+            try:
+                holder = model.get_submodule(".".join(parts[:depth]))
+            except AttributeError:
+                continue
+
+            def seen(_m: nn.Module, args: tuple, kwargs: dict, s: str = name) -> None:
+                ids = _token_ids(args, kwargs)
+                if ids is not None:
+                    positions.caller[s] = ids
+
+            handles.append(holder.register_forward_pre_hook(seen, with_kwargs=True))
+    if not mapping.embeddings:
+        return
+    try:
+        table = model.get_submodule(mapping.embeddings)
+    except AttributeError:
+        return
+
+    def embedded(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+        ids = _token_ids(args, kwargs)
+        if ids is not None:
+            positions.embedded.append(ids)
+
+    weight = getattr(table, "weight", None)
+    for mod in model.modules():  # the input embedding, and copies tied to it (LED's encoder embed_tokens)
+        if mod is table or (weight is not None and isinstance(mod, nn.Embedding) and mod.weight is weight):
+            handles.append(mod.register_forward_pre_hook(embedded, with_kwargs=True))
 
 
 def _component_hook(store: Callable[..., None], stack: str, what: str) -> Callable[..., None]:

@@ -7,6 +7,7 @@ so a model nobody listed maps the same way.
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,14 +23,26 @@ _MLP_OUT_NAMES = ("fc2", "fc_out", "output_dense")  # MLPs written inline in the
 _LAYER_RE = re.compile(r"^(?:(encoder|decoder|blocks)\.)?(-?\d+)(?:\.(attention|mlp|cross_attention))?$")
 
 
-def _recorder(model: nn.Module, key: str) -> tuple[type | None, int | None, str | None]:
-    """(class, output index, layer name) of a `_can_record_outputs` entry, if transformers declares one."""
+def _recorders(model: nn.Module, key: str) -> list[tuple[type | None, int | None, str | None]]:
+    """(class, output index, layer name) of each `_can_record_outputs` entry transformers declares for key.
+
+    An entry is a class, an OutputRecorder, or a list of either (hybrid stacks name one class per kind).
+    """
     spec = (getattr(model, "_can_record_outputs", None) or {}).get(key)
-    if spec is None:
-        return None, None, None
-    if isinstance(spec, type):
-        return spec, None, None
-    return getattr(spec, "target_class", None), getattr(spec, "index", None), getattr(spec, "layer_name", None)
+    specs = spec if isinstance(spec, list | tuple) else [spec] if spec is not None else []
+    out = []
+    for one in specs:
+        if isinstance(one, type):
+            out.append((one, None, None))
+        elif getattr(one, "target_class", None) is not None:
+            out.append((one.target_class, getattr(one, "index", None), getattr(one, "layer_name", None)))
+    return out
+
+
+def _recorder(model: nn.Module, key: str) -> tuple[type | None, int | None, str | None]:
+    """The first `_can_record_outputs` entry for key, or (None, None, None)."""
+    found = _recorders(model, key)
+    return found[0] if found else (None, None, None)
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -51,6 +64,14 @@ class Stack:
     modules: list[nn.Module]
     num_layers: int
     final_norm: str | None = None
+    # blocks written as sibling ModuleLists (XLM: attentions[k], layer_norm1[k], ffns[k], layer_norm2[k]):
+    # name → list, in execution order; `modules` is then the last list, whose k-th output leaves layer k
+    parallel: dict[str, list[nn.Module]] | None = None
+
+    @property
+    def entries(self) -> list[nn.Module]:
+        """The modules that start each layer (the first list of a parallel stack, else the blocks)."""
+        return next(iter(self.parallel.values())) if self.parallel else self.modules
 
     @property
     def shared(self) -> bool:
@@ -115,16 +136,23 @@ class LayerMapping:
         st = self.stacks[stack]
         return st.modules[index % len(st.modules)] if st.shared else st.modules[index]
 
+    def block_scope(self, stack: str, index: int) -> nn.Module:
+        """The module to search for a block's sublayers (parallel stacks: the k-th member of every list)."""
+        st = self.stacks[stack]
+        if not st.parallel:
+            return self.block(stack, index)
+        return nn.ModuleDict({name: mods[index % len(mods)] for name, mods in st.parallel.items()})
+
     def component(self, stack: str, index: int, kind: str) -> nn.Module:
         """The submodule of a block whose output is the named component."""
-        found = find_component(self.block(stack, index), kind)
+        found = find_component(self.block_scope(stack, index), kind)
         if found is None:
             raise InvalidLayerError(f"{stack}.{index} has no {kind} submodule that NeuronMap can recognise")
         return found[1]
 
     def attention_modules(self, stack: str, index: int, cross: bool = False) -> list[tuple[nn.Module, int | None]]:
         """Modules whose output carries attention weights in block `index`, with the output index to read."""
-        block = self.block(stack, index)
+        block = self.block_scope(stack, index)
         cls = self.cross_attention_class if cross else self.attention_class
         idx = self.cross_attention_index if cross else self.attention_index
         lname = self.cross_attention_layer_name if cross else self.attention_layer_name
@@ -149,7 +177,8 @@ class LayerMapping:
             "primary": self.primary,
             "stacks": {
                 n: {"path": s.path, "num_layers": s.num_layers, "block_class": type(s.modules[0]).__name__,
-                    "shared": s.shared, "final_norm": s.final_norm}
+                    "shared": s.shared, "final_norm": s.final_norm,
+                    **({"parallel": list(s.parallel)} if s.parallel else {})}
                 for n, s in self.stacks.items()
             },
             "embeddings": self.embeddings,
@@ -173,7 +202,7 @@ def find_component(block: nn.Module, kind: str) -> tuple[str, nn.Module] | None:
             )
         else:
             ok = (
-                any(t in cls for t in ("mlp", "feedforward", "layerff", "densereludense", "moe"))
+                any(t in cls for t in ("mlp", "feedforward", "layerff", "densereludense", "moe", "ffn"))
                 or last in _MLP_NAMES
                 or (last == "output" and "intermediate" in {p.split(".")[-1] for p in children})
             )
@@ -188,17 +217,33 @@ def find_component(block: nn.Module, kind: str) -> tuple[str, nn.Module] | None:
     return path, mod
 
 
-def _block_lists(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
-    """ModuleLists whose members are all of one class (candidate stacks of blocks)."""
+def _block_lists(model: nn.Module, hints: set[str] = frozenset()) -> list[tuple[str, nn.ModuleList]]:
+    """ModuleLists whose members are all of one class, or all of classes transformers names as blocks
+    (hybrid stacks mix e.g. attention and state-space layers): the candidate stacks of blocks."""
     out = []
     for path, mod in model.named_modules():
-        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and len({type(m) for m in mod}) == 1:
+        if not isinstance(mod, nn.ModuleList) or len(mod) == 0:
+            continue
+        names = {type(m).__name__ for m in mod}
+        if len({type(m) for m in mod}) == 1 or names <= hints:
             out.append((path, mod))
     return out
 
 
-def _final_norm(model: nn.Module, list_path: str) -> str | None:
-    """The norm applied after a stack: a norm sibling registered after the block list in the same parent."""
+def _forward_source(module: nn.Module) -> str | None:
+    try:
+        return inspect.getsource(type(module).forward)
+    except (OSError, TypeError):
+        return None
+
+
+def _uses(source: str, name: str) -> list[int]:
+    """Positions where a forward's source refers to `self.<name>`."""
+    return [m.start() for m in re.finditer(rf"self\.{re.escape(name)}\b", source)]
+
+
+def _final_norm_by_order(model: nn.Module, list_path: str) -> str | None:
+    """Without readable source: a norm sibling registered after the block list (embedding norms excluded)."""
     parent_path = list_path.rpartition(".")[0]
     parent = model.get_submodule(parent_path) if parent_path else model
     blocks = model.get_submodule(list_path)
@@ -210,6 +255,38 @@ def _final_norm(model: nn.Module, list_path: str) -> str | None:
             full = f"{parent_path}.{name}" if parent_path else name
             after, before = (full, before) if seen else (after, full)
     return after or before
+
+
+def _final_norm(model: nn.Module, list_path: str, other_stacks: tuple[str, ...] = ()) -> str | None:
+    """The norm applied after a stack, read from the forward source of the stack's parent, then ancestors.
+
+    At each level (the list's parent, then up, never into a module that also holds another stack) the
+    norm is a norm child the level's forward uses after its last use of the child holding the stack.
+    Names do not decide it: BART registers `layernorm_embedding` after its layers but runs it before;
+    BigBird-Pegasus and LFM2 run a norm named for embeddings after theirs. Where no source can be read,
+    the registration order decides.
+    """
+    parts = list_path.split(".")
+    for depth in range(len(parts) - 1, -1, -1):
+        level_path, child = ".".join(parts[:depth]), parts[depth]
+        if any(not level_path or o == level_path or o.startswith(level_path + ".") for o in other_stacks):
+            return None  # this level also runs another stack: its norms are not this stack's
+        level = model.get_submodule(level_path) if level_path else model
+        source = _forward_source(level)
+        used = _uses(source, child) if source else []
+        if not used:
+            return _final_norm_by_order(model, list_path) if depth == len(parts) - 1 else None
+        last = max(used)
+        after = []
+        for name, mod in level.named_children():
+            if name != child and _is_norm(mod):
+                later = [pos for pos in _uses(source, name) if pos > last]
+                if later:
+                    after.append((min(later), name))
+        if after:
+            name = min(after)[1]
+            return f"{level_path}.{name}" if level_path else name
+    return None
 
 
 def _layer_count(model: nn.Module, stack_name: str, listed: int) -> int:
@@ -228,12 +305,10 @@ def _layer_count(model: nn.Module, stack_name: str, listed: int) -> int:
 
 def discover_layout(model: nn.Module) -> LayerMapping:
     """Map any transformers text model; raises InvalidLayerError when no stack of blocks can be found."""
-    lists = _block_lists(model)
     hint_classes = set(getattr(model, "_no_split_modules", None) or ())
-    block_cls, _, _ = _recorder(model, "hidden_states")
-    if block_cls is not None:
-        hint_classes.add(block_cls.__name__)
-    hinted = [(p, m) for p, m in lists if type(m[0]).__name__ in hint_classes]
+    hint_classes |= {cls.__name__ for cls, _, _ in _recorders(model, "hidden_states") if cls is not None}
+    lists = _block_lists(model, hint_classes)
+    hinted = [(p, m) for p, m in lists if {type(b).__name__ for b in m} <= hint_classes]
     pool = hinted or lists
     # drop lists nested inside members of another candidate (e.g. MoE experts inside a block)
     pool = [(p, m) for p, m in pool if not any(p != q and p.startswith(q + ".") for q, _ in pool)]
@@ -241,21 +316,27 @@ def discover_layout(model: nn.Module) -> LayerMapping:
         raise InvalidLayerError(f"no stack of transformer blocks found in {type(model).__name__}")
 
     def tokens(path: str) -> set[str]:
-        return set(path.lower().split("."))
+        return set(re.split(r"[._]", path.lower()))  # "encoder.layers", "text_encoder.layers"
 
     enc = [(p, m) for p, m in pool if "encoder" in tokens(p)]
     dec = [(p, m) for p, m in pool if "decoder" in tokens(p)]
     stacks: dict[str, Stack] = {}
     if enc and dec:
-        for name, group in (("encoder", enc), ("decoder", dec)):
-            path, mods = max(group, key=lambda pm: (len(pm[1]), -pm[0].count(".")))
+        chosen = {name: max(group, key=lambda pm: (len(pm[1]), -pm[0].count(".")))
+                  for name, group in (("encoder", enc), ("decoder", dec))}
+        for name, (path, mods) in chosen.items():
+            others = tuple(p for n, (p, _) in chosen.items() if n != name)
             stacks[name] = Stack(name, path, list(mods), _layer_count(model, name, len(mods)),
-                                 _final_norm(model, path))
+                                 _final_norm(model, path, others))
         primary = "encoder"
     else:
         path, mods = max(pool, key=lambda pm: (len(pm[1]), -pm[0].count(".")))
+        parallel = None if hinted else _parallel_lists(lists, path)
+        if parallel:
+            path = next(p for p, m in lists if list(m) == parallel[next(reversed(parallel))])
+            mods = model.get_submodule(path)
         stacks["blocks"] = Stack("blocks", path, list(mods), _layer_count(model, "blocks", len(mods)),
-                                 _final_norm(model, path))
+                                 _final_norm(model, path), parallel)
         primary = "blocks"
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     emb_path = next((p for p, m in model.named_modules() if m is emb), None) if emb is not None else None
@@ -273,3 +354,17 @@ def discover_layout(model: nn.Module) -> LayerMapping:
         cross_attention_layer_name=c_name,
         is_encoder_decoder=len(stacks) == 2,
     )
+
+
+def _parallel_lists(lists: list[tuple[str, nn.ModuleList]], path: str) -> dict[str, list[nn.Module]] | None:
+    """Sibling ModuleLists as long as the chosen one, in registration order, when there are several.
+
+    Models written before block classes (XLM, FlauBERT) keep each sublayer kind in its own list; layer k
+    is then attentions[k] → ... → the k-th member of the last list, whose output leaves the layer.
+    """
+    parent = path.rpartition(".")[0]
+    length = next(len(m) for p, m in lists if p == path)
+    group = [(p, m) for p, m in lists if p.rpartition(".")[0] == parent and len(m) == length]
+    if len(group) < 2:
+        return None
+    return {p.rpartition(".")[2]: list(m) for p, m in group}
