@@ -124,7 +124,9 @@ def _quiet() -> Iterator[None]:
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     torch_logger = logging.getLogger("torch")
     torch_level = torch_logger.level
     torch_logger.setLevel(logging.ERROR)
@@ -134,6 +136,8 @@ def _quiet() -> Iterator[None]:
             yield
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
         torch_logger.setLevel(torch_level)
 
 
