@@ -224,8 +224,10 @@ def _block_lists(model: nn.Module, hints: set[str] = frozenset()) -> list[tuple[
     for path, mod in model.named_modules():
         if not isinstance(mod, nn.ModuleList) or len(mod) == 0:
             continue
+        if all(isinstance(m, nn.ModuleList) and len(m) for m in mod):  # groups of blocks (Funnel): in order
+            mod = nn.ModuleList([b for group in mod for b in group])
         names = {type(m).__name__ for m in mod}
-        if len({type(m) for m in mod}) == 1 or names <= hints:
+        if (len({type(m) for m in mod}) == 1 or names <= hints) and not isinstance(mod[0], nn.ModuleList):
             out.append((path, mod))
     return out
 
@@ -320,6 +322,8 @@ def discover_layout(model: nn.Module) -> LayerMapping:
 
     enc = [(p, m) for p, m in pool if "encoder" in tokens(p)]
     dec = [(p, m) for p, m in pool if "decoder" in tokens(p)]
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", None) is False:
+        enc = dec = []  # the config says it is not one (Funnel's "decoder" upsamples inside one forward)
     stacks: dict[str, Stack] = {}
     if enc and dec:
         chosen = {name: max(group, key=lambda pm: (len(pm[1]), -pm[0].count(".")))

@@ -173,10 +173,12 @@ def _get(cfg: Any, key: str) -> Any:
         return None
 
 
-def _sizes_for(cfg: Any, profile: dict[str, Any], vocab_size: int) -> dict[str, Any]:
+def _sizes_for(cfg: Any, profile: dict[str, Any], vocab_size: int, decoder: bool = False) -> dict[str, Any]:
     from adapters.zoo import _TINY_SIZES
 
     sizes = {k: v for k, v in {**_TINY_SIZES, **_LAYERS, **profile}.items() if _has(cfg, k)}
+    if decoder and not _get(cfg, "is_encoder_decoder"):
+        sizes["is_decoder"] = True  # how transformers wants a causal-LM class of an encoder built (BertGeneration)
     for k, v in (("vocab_size", vocab_size), ("pad_token_id", 0), ("bos_token_id", 1), ("eos_token_id", 2),
                  ("decoder_start_token_id", 0)):
         if _has(cfg, k):
@@ -200,48 +202,119 @@ def _shorten_layer_types(cfg: Any, sizes: dict[str, Any]) -> None:
             sizes[key] = k
 
 
-def tiny_config_for(model_type: str, vocab_size: int) -> tuple[Any, list[str]]:
-    """A tiny config of `model_type`, with generic retries; returns (config, notes on what was adjusted)."""
+_SIZE_KEY = re.compile(r"(_dim|_size|_rank|dim_.*|size_.*)$|^(d_|dim$|n_embd|n_inner)")
+_NOT_A_SIZE = re.compile(r"vocab_size$|position|window|chunk|bucket|max_|cache|_id$|ids$|length|layers|image|patch")
+
+
+def _shrunk(cfg: Any, sizes: dict[str, Any]) -> dict[str, Any]:
+    """Every other size-like integer of the config made small too: expert counts, head and rope dims, LoRA
+    ranks, extra vocabularies (the tiny sizes name only the common keys; MoE and MLA models have more)."""
+    out = {}
+    try:
+        items = cfg.to_dict().items()
+    except Exception:
+        return out
+    head_dim = sizes.get("head_dim", 8)
+    for key, value in items:
+        if key in sizes or not isinstance(value, int) or isinstance(value, bool) or value <= 1:
+            continue
+        low = key.lower()
+        if "expert" in low and "per_tok" not in low and "top" not in low and value > 4:
+            out[key] = 4
+        elif ("per_tok" in low or re.search(r"top_?k", low)) and value > 2:
+            out[key] = 2
+        elif low.endswith("group") or low.endswith("groups"):
+            out[key] = 1
+        elif re.search(r"num_.*heads?$|_heads$", low) and value > 4:
+            out[key] = 4
+        elif low.endswith("head_dim") and value > head_dim:
+            out[key] = head_dim
+        elif low.endswith("vocab_size") and low != "vocab_size" and value > 128:
+            out[key] = 64
+        elif _SIZE_KEY.search(low) and not _NOT_A_SIZE.search(low) and value > 64:
+            out[key] = 64 if any(t in low for t in ("intermediate", "ffn", "ff_", "hidden", "inner")) else 16
+    return out
+
+
+def tiny_configs(model_type: str, vocab_size: int, decoder: bool = False) -> Iterator[tuple[Any, list[str]]]:
+    """Tiny configs of `model_type` to try in order (generic size profiles, each also with every other
+    size-like integer shrunk); yields (config, notes on what was adjusted); raises when none can be made."""
     from transformers import AutoConfig, PretrainedConfig
 
     base = AutoConfig.for_model(model_type)
     errors: list[str] = []
+    made = 0
     for p, profile in enumerate(_PROFILES):
-        sizes = _sizes_for(base, profile, vocab_size)
-        for name in getattr(base, "sub_configs", None) or {}:
-            sub = _get(base, name)
-            if isinstance(sub, PretrainedConfig):
-                sub_sizes = _sizes_for(sub, profile, vocab_size)
-                _shorten_layer_types(sub, sub_sizes)
-                sizes[name] = {**({"model_type": sub.model_type} if getattr(sub, "model_type", "") else {}),
-                               **sub_sizes}
-        dropped: list[str] = []
-        for _attempt in range(6):
-            try:
-                cfg = AutoConfig.for_model(model_type, **sizes)
-                _get(cfg, "num_hidden_layers")
-                notes = [f"size profile {p}"] if p else []
-                return cfg, notes + [f"kept default {k}" for k in dropped]
-            except Exception as exc:
-                msg = str(exc)
-                errors.append(f"{type(exc).__name__}: {msg.splitlines()[0][:160] if msg else ''}")
-                named = [k for k in sizes if re.search(rf"[`'\"]{re.escape(k)}[`'\"]", msg) and k not in dropped]
-                if "layer_types" in msg and "layer_types" not in sizes:
-                    _shorten_layer_types(base, sizes)
+        for shrink in (False, True):
+            sizes = _sizes_for(base, profile, vocab_size, decoder)
+            if shrink:
+                extra = _shrunk(base, sizes)
+                if not extra:
                     continue
-                rejects = ("setter", "not support the setting", "does not support", "no sequence length limit")
-                if named and any(s in msg for s in rejects):
-                    for k in named:
-                        sizes.pop(k)
-                    dropped += named
-                    continue
-                if "not support the setting of `num_hidden_layers`" in msg or "no sequence length limit" in msg:
-                    key = "num_hidden_layers" if "num_hidden_layers" in msg else "max_position_embeddings"
-                    sizes.pop(key, None)
-                    dropped.append(key)
-                    continue
-                break
-    raise RuntimeError("no tiny config: " + " | ".join(dict.fromkeys(errors)))
+                sizes.update(extra)
+            for name in getattr(base, "sub_configs", None) or {}:
+                sub = _get(base, name)
+                if isinstance(sub, PretrainedConfig):
+                    sub_sizes = _sizes_for(sub, profile, vocab_size)
+                    if shrink:
+                        sub_sizes.update(_shrunk(sub, sub_sizes))
+                    _shorten_layer_types(sub, sub_sizes)
+                    sizes[name] = {**({"model_type": sub.model_type} if getattr(sub, "model_type", "") else {}),
+                                   **sub_sizes}
+            cfg, dropped = _make_config(model_type, base, sizes, errors)
+            if cfg is not None:
+                made += 1
+                notes = ([f"size profile {p}"] if p else []) + (["other sizes shrunk"] if shrink else [])
+                yield cfg, notes + [k if k.startswith("kept") else f"kept default {k}" for k in dropped]
+    if not made:
+        raise RuntimeError("no tiny config: " + " | ".join(dict.fromkeys(errors)))
+
+
+def _make_config(model_type: str, base: Any, sizes: dict[str, Any], errors: list[str]) -> tuple[Any, list[str]]:
+    """The config for these sizes, dropping sizes the config refuses to set; (None, ...) when it cannot."""
+    from transformers import AutoConfig
+
+    dropped: list[str] = []
+    for _attempt in range(6):
+        try:
+            cfg = AutoConfig.for_model(model_type, **sizes)
+            _get(cfg, "num_hidden_layers")
+            return cfg, dropped
+        except Exception as exc:
+            msg = str(exc)
+            errors.append(f"{type(exc).__name__}: {msg.splitlines()[0][:160] if msg else ''}")
+            named = [k for k in sizes if re.search(rf"[`'\"]{re.escape(k)}[`'\"]", msg) and k not in dropped]
+            if "layer_types" in msg and "layer_types" not in sizes:
+                _shorten_layer_types(base, sizes)
+                continue
+            rejects = ("setter", "not support the setting", "does not support", "no sequence length limit")
+            if named and any(r in msg for r in rejects):
+                for k in named:
+                    sizes.pop(k)
+                dropped += named
+                continue
+            equal = re.search(r"`(\w+)` \(\d+\) (?:should|must) (?:be )?equal (?:to )?.*?\((\d+)\)", msg)
+            if equal and sizes.get(equal.group(1)) != int(equal.group(2)):  # "`d_head` (2) should be equal to ... (8)"
+                sizes[equal.group(1)] = int(equal.group(2))
+                continue
+            layer_keys = [k for k in sizes if k in _LAYERS or k == "layer_types"]
+            if layer_keys and re.search(r"layer", msg, re.I) and "kept default depth" not in dropped:
+                for k in layer_keys:  # a layer count other lists must match (GPT-Neo attention_types)
+                    sizes.pop(k)
+                dropped.append("kept default depth")
+                continue
+            if "not support the setting of `num_hidden_layers`" in msg or "no sequence length limit" in msg:
+                key = "num_hidden_layers" if "num_hidden_layers" in msg else "max_position_embeddings"
+                sizes.pop(key, None)
+                dropped.append(key)
+                continue
+            break
+    return None, dropped
+
+
+def tiny_config_for(model_type: str, vocab_size: int) -> tuple[Any, list[str]]:
+    """The first tiny config `tiny_configs` can make."""
+    return next(tiny_configs(model_type, vocab_size))
 
 
 def _non_text_inputs(cls: type) -> list[str]:
@@ -393,21 +466,34 @@ def _check(spec: TypeSpec, workdir: Path, row: dict[str, Any], state: dict[str, 
         row["build_error"] = f"not a text model: {spec.class_name}.forward takes {', '.join(non_text[:3])}"
         return
     tok = word_tokenizer(encoder=spec.task == "masked")
-    cfg, notes = tiny_config_for(spec.model_type, vocab_size=128)
-    row["notes"] += notes
-    with torch.device("meta"):
-        n_params = sum(p.numel() for p in cls(cfg).parameters())
-    if n_params > MAX_PARAMS:
-        row["build_error"] = f"not tiny: {n_params / 1e6:.0f}M parameters at the smallest sizes tried"
-        return
-    torch.manual_seed(0)
-    model = cls(cfg).eval()
     enc = tok(TEXTS, padding=True, return_tensors="pt")
-    try:
-        with torch.no_grad():
-            _hf_forward(model, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
-    except Exception as exc:
-        row["build_error"] = f"transformers' own forward fails on text input: {_short(exc)}"
+    problems: list[str] = []
+    model = None
+    for cfg, notes in tiny_configs(spec.model_type, vocab_size=128, decoder=spec.task == "causal"):
+        want = getattr(cls, "config_class", None)
+        if isinstance(want, type) and not isinstance(cfg, want):  # a text-only class of a composite config
+            with contextlib.suppress(Exception):
+                text = cfg.get_text_config()
+                if isinstance(text, want):
+                    cfg, notes = text, [*notes, f"built from its {type(text).__name__}"]
+        with torch.device("meta"):
+            n_params = sum(p.numel() for p in cls(cfg).parameters())
+        if n_params > MAX_PARAMS:
+            problems.append(f"not tiny: {n_params / 1e6:.0f}M parameters")
+            continue
+        torch.manual_seed(0)
+        try:
+            candidate = cls(cfg).eval()
+            with torch.no_grad():
+                _hf_forward(candidate, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+        except Exception as exc:
+            problems.append(f"transformers' own build or forward fails on text input: {_short(exc)}")
+            continue
+        model = candidate
+        row["notes"] += notes
+        break
+    if model is None:
+        row["build_error"] = problems[0] if len(set(problems)) == 1 else " | ".join(dict.fromkeys(problems))
         return
     try:
         dest = save_tiny_checkpoint(model, tok, workdir / spec.model_type)
@@ -649,6 +735,22 @@ def _extraction(adapter: Any, spec: TypeSpec, row: dict[str, Any], checks: _Chec
     return PASS, "; ".join(skipped) or None
 
 
+def _hf_alone_error(adapter: Any, text: str) -> str | None:
+    """Why transformers' own forward fails on one text alone (None when it runs)."""
+    import torch
+
+    inputs = adapter.tokenize([text])
+    try:
+        with torch.no_grad():
+            if adapter.mapping.is_encoder_decoder:
+                adapter.model.get_encoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            else:
+                _hf_forward(adapter.model, inputs)
+    except Exception as exc:
+        return _short(exc)
+    return None
+
+
 def _hf_padding_diff(adapter: Any) -> float:
     """How much transformers' own hidden states of a text change when it sits in a right-padded batch."""
     import torch
@@ -676,7 +778,13 @@ def _padded(adapter: Any) -> tuple[str, str | None]:
     batch = adapter.extract_activations(TEXTS, [0, -1])
     worst, problems = 0.0, []
     for i, text in enumerate(TEXTS):
-        alone = adapter.extract_activations([text], [0, -1])
+        try:
+            alone = adapter.extract_activations([text], [0, -1])
+        except Exception as exc:
+            own = _hf_alone_error(adapter, text)
+            if own is not None:
+                return NA, f"transformers' own forward fails on text {i} alone: {own}"
+            raise exc
         n = int(alone.attention_mask.sum())
         if int(batch.attention_mask[i].sum()) != n:
             problems.append(f"text {i}: {int(batch.attention_mask[i].sum())} tokens in the batch, {n} alone")
