@@ -31,6 +31,7 @@ from .errors import (
     ModelNotLoadedError,
     ModelSourceError,
     NeuronMapError,
+    OutOfMemoryError,
     UnsafeWeightsError,
 )
 from .families import ModelFamily
@@ -67,6 +68,10 @@ class UniversalModelAdapter:
         self.device: str = "cpu"
         self.dtype: torch.dtype | None = None
         self.load_seconds: float | None = None
+        self.plan: memory.DevicePlan | None = None  # the device map planned at load time, if any
+        self.last_unload: dict[str, Any] = {}  # what the last unload() gave back (CUDA figures, weakref)
+        self._offload_dir: Path | None = None
+        self._cuda_baseline: dict[int, int] | None = None
 
     # ---- loading -------------------------------------------------------------------------------
     def load_model(
@@ -76,38 +81,77 @@ class UniversalModelAdapter:
         dtype: str | torch.dtype | None = None,
         *,
         max_memory: dict | None = None,
+        ram_cap: int | str | None = None,
         offload_folder: str | Path | None = None,
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
         source: str | None = None,
         depth: int | None = None,
     ) -> nn.Module:
-        """Load a registered name, hub id or local folder; safetensors only unless allow_pickle=True."""
+        """Load a registered name, hub id or local folder; safetensors only unless allow_pickle=True.
+
+        device: "cpu" (default), "cuda[:N]", "auto" (a device map planned on the meta device before any
+        weights are read: GPUs first, then CPU, then disk) or an explicit accelerate device map.
+        max_memory: weights per device for "auto" ({0: "20GB", 1: "20GB", "cpu": "8GB"}; several GPUs
+        shard the blocks). ram_cap: a ceiling for this process's RSS; the CPU gets only the weights that
+        fit under it and the rest is offloaded to disk. Without either on a CPU-only machine, "auto" caps
+        the weights at memory.AUTO_RAM_FRACTION of the RAM available now. offload_folder: where weights
+        that must be rewritten for disk offload go (safetensors checkpoints are read in place); default a
+        temporary folder under the cache, removed by unload().
+        """
         name = model_name or (self.config.name if self.config else None)
         if not isinstance(name, str) or not name.strip():
             raise InvalidInputError(f"model name must be a non-empty string, got {name!r}")
-        main_device, device_map = memory.resolve_device(device)
+        main_device, device_spec = memory.resolve_device(device)
+        if device_spec is None and (max_memory is not None or ram_cap is not None or offload_folder is not None):
+            raise InvalidInputError("max_memory, ram_cap and offload_folder need device='auto' or a device map "
+                                    f"(device={device!r} puts the whole model on one device)")
+        if isinstance(device_spec, dict) and (max_memory is not None or ram_cap is not None):
+            raise InvalidInputError("max_memory and ram_cap plan a device map; an explicit device map is used "
+                                    "as given, so pass one or the other")
+        cap = memory.parse_bytes(ram_cap) if ram_cap is not None else None
         torch_dtype = memory.parse_dtype(dtype, main_device)
+        cuda_baseline = memory.cuda_allocated()
         src = resolve_source(name, self.registry, source=source, depth=depth)
         if src.origin == "local":
             _refuse_pickle_only(Path(src.location), allow_pickle)
         kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
         if not allow_pickle:
             kwargs["use_safetensors"] = True
-        if device_map is not None:
-            kwargs["device_map"] = device_map
-            if max_memory is not None:
-                kwargs["max_memory"] = max_memory
-            if offload_folder is not None:
-                kwargs["offload_folder"] = str(offload_folder)
         start = time.perf_counter()
         hf_config = self._load_config(src, trust_remote_code)
         cls = self._model_class(hf_config)
+        plan: memory.DevicePlan | None = None
+        created_offload: Path | None = None
+        cast_to: torch.dtype | None = None
+        if device_spec is not None:
+            plan_dtype = torch_dtype if isinstance(torch_dtype, torch.dtype) else _checkpoint_dtype(hf_config)
+            if device_spec == "auto":
+                plan = memory.plan_device_map(hf_config, cls, plan_dtype, max_memory, ram_cap_bytes=cap)
+            else:
+                plan = memory.describe_plan(hf_config, cls, plan_dtype, device_spec)
+            main_device = memory.main_device_of(plan.device_map)
+            kwargs["device_map"] = plan.device_map
+            stored = _checkpoint_dtype(hf_config)
+            if plan.offloads_to_disk and isinstance(torch_dtype, torch.dtype) and _declares_dtype(hf_config) \
+                    and stored != torch_dtype:
+                kwargs["dtype"] = stored  # see memory.cast_dispatched: cast after loading, not while
+                cast_to = torch_dtype
+            if plan.offloads_to_disk:
+                if offload_folder is None:
+                    created_offload = _new_offload_folder(name)
+                    offload_folder = created_offload
+                kwargs["offload_folder"] = str(offload_folder)
         try:
             model = cls.from_pretrained(src.location, config=hf_config, **kwargs)
         except NeuronMapError:
+            _remove_folder(created_offload)
             raise
         except Exception as exc:  # safetensors, torch and accelerate raise their own types
+            _remove_folder(created_offload)
+            if memory.is_out_of_memory(exc):
+                raise OutOfMemoryError(f"{name} does not fit: {str(exc)[:300]}; try device='auto' with "
+                                       "max_memory/ram_cap (disk offload) or a smaller dtype") from exc
             text = str(exc)
             if not allow_pickle and "safetensors" in text.lower():
                 raise UnsafeWeightsError(
@@ -115,16 +159,34 @@ class UniversalModelAdapter:
                     f"allow_pickle=True ({text.splitlines()[0][:200]})"
                 ) from exc
             raise ModelSourceError(f"cannot load {name!r} from {src.location}: {text[:500]}") from exc
-        if device_map is None and main_device != "cpu":
+        if device_spec is None and main_device != "cpu":
             model = model.to(main_device)
+        if cast_to is not None:
+            memory.cast_dispatched(model, cast_to)
         model.eval()
         self.tokenizer = self._load_tokenizer(src, hf_config, trust_remote_code)
         self.load_seconds = time.perf_counter() - start
         self.model, self.source, self.device = model, src, main_device
+        self.plan, self._offload_dir, self._cuda_baseline = plan, created_offload, cuda_baseline
         self.dtype = next(model.parameters()).dtype
         self.mapping = discover_layout(model)
         self.config = self._config_for(name, hf_config, depth)
         return model
+
+    def estimate_bytes(self, model_name: str, device: str | dict | None = None,
+                       dtype: str | torch.dtype | None = None, *, source: str | None = None,
+                       depth: int | None = None, trust_remote_code: bool = False) -> int:
+        """Bytes the weights will take once loaded, from the config on the meta device (none are read).
+
+        The model cache uses it to make room before a load; a disk-offloaded load takes less than this.
+        """
+        main_device, _ = memory.resolve_device(device)
+        torch_dtype = memory.parse_dtype(dtype, main_device)
+        src = resolve_source(model_name, self.registry, source=source, depth=depth)
+        hf_config = self._load_config(src, trust_remote_code)
+        cls = self._model_class(hf_config)
+        plan_dtype = torch_dtype if isinstance(torch_dtype, torch.dtype) else _checkpoint_dtype(hf_config)
+        return memory.model_bytes(hf_config, cls, plan_dtype)
 
     def _config_for(self, name: str, hf_config: Any, depth: int | None) -> ModelConfig:
         """Registered facts for a registered name at full depth; otherwise facts read from the checkpoint."""
@@ -259,8 +321,9 @@ class UniversalModelAdapter:
     def optimize_memory(self, gradient_checkpointing: bool = True) -> dict[str, Any]:
         """Inference settings: eval mode, no autograd state; gradient checkpointing for training steps.
 
-        Gradient checkpointing changes nothing in a no-grad forward; it only saves memory when gradients
-        are computed (measured in the memory suite). Returns what was applied.
+        Gradient checkpointing changes nothing in a no-grad forward (transformers applies it only in
+        training mode); it saves memory only when gradients are computed. Both are measured by
+        suites/test_memory_management.py. Returns what was applied.
         """
         model, _ = self._require_loaded()
         model.eval()
@@ -268,9 +331,93 @@ class UniversalModelAdapter:
         for p in model.parameters():
             p.requires_grad_(False)
         if gradient_checkpointing and getattr(model, "supports_gradient_checkpointing", False):
-            model.gradient_checkpointing_enable()
+            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            enable()
             applied["gradient_checkpointing"] = True
         return applied
+
+    # ---- batch sizing ----------------------------------------------------------------------------
+    def weights_bytes(self) -> int:
+        """Bytes of weights resident on the main device (disk-offloaded ones are not)."""
+        model, _ = self._require_loaded()
+        per = memory.resident_bytes(model)
+        return per.get(self.device, 0) if self.device != "cpu" else per.get("cpu", 0)
+
+    def suggest_batch_size(self, budget_bytes: int | str, seq_len: int, layers: Sequence[int | str] | None = None
+                           ) -> int:
+        """Largest batch of `seq_len`-token texts whose estimated peak fits `budget_bytes` on the main device.
+
+        The estimate is weights + a fixed slack + batch x per-text working set, from the config (see
+        memory.activation_bytes_per_sample); it is checked by measurement in `fit_batch_size`.
+        Raises OutOfMemoryError when not even one text fits.
+        """
+        model, _ = self._require_loaded()
+        budget = memory.parse_bytes(budget_bytes)
+        if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
+            raise InvalidInputError(f"seq_len must be a positive int, got {seq_len!r}")
+        limit = self.max_positions()
+        if limit is not None and seq_len > limit:
+            raise InvalidInputError(f"seq_len {seq_len} exceeds the model's {limit} positions")
+        captured = len(layers) if layers is not None else 1
+        per_sample = memory.activation_bytes_per_sample(facts_from_hf_config(model.config), seq_len,
+                                                        self.dtype or torch.float32, captured)
+        return memory.largest_batch(budget, self.weights_bytes(), per_sample)
+
+    def fit_batch_size(self, budget_bytes: int | str, seq_len: int, layers: Sequence[int | str] | None = None,
+                       max_tries: int = 6) -> dict[str, Any]:
+        """The suggested batch, confirmed by measuring one extraction at that size; backs off when it does
+        not fit (measured peak over budget, or an out-of-memory error) until one does.
+
+        Returns {"batch_size", "estimate_bytes", "measured_bytes", "budget_bytes", "tries": [...]}.
+        """
+        model, mapping = self._require_loaded()
+        budget = memory.parse_bytes(budget_bytes)
+        layers = list(layers) if layers is not None else [mapping.num_layers - 1]
+        batch = self.suggest_batch_size(budget, seq_len, layers)
+        weights = self.weights_bytes()
+        per_sample = memory.activation_bytes_per_sample(facts_from_hf_config(model.config), seq_len,
+                                                        self.dtype or torch.float32, len(layers))
+        text = self._text_of_tokens(seq_len)
+        tries: list[dict[str, Any]] = []
+        for _ in range(max_tries):
+            estimate = weights + memory.FORWARD_FIXED_BYTES + batch * per_sample
+            memory.release_memory()  # freed memory kept by the allocator would hide part of the peak
+            try:
+                _, added = memory.measure_peak(lambda b=batch: self.extract_activations([text] * b, layers),
+                                               self.device)
+            except Exception as exc:
+                if not memory.is_out_of_memory(exc):
+                    raise
+                tries.append({"batch_size": batch, "estimate_bytes": estimate, "out_of_memory": str(exc)[:200]})
+                memory.release_memory()
+                if batch == 1:
+                    raise OutOfMemoryError(f"one text of {seq_len} tokens does not fit: {exc}") from exc
+                batch //= 2
+                continue
+            measured = weights + (added or 0)
+            tries.append({"batch_size": batch, "estimate_bytes": estimate, "measured_bytes": measured})
+            if measured <= budget:
+                return {"batch_size": batch, "estimate_bytes": estimate, "measured_bytes": measured,
+                        "budget_bytes": budget, "weights_bytes": weights, "per_sample_estimate_bytes": per_sample,
+                        "tries": tries}
+            if batch == 1:
+                break
+            per_measured = max(1, (added or 0) // batch)
+            batch = max(1, min(batch - 1, (budget - weights) // per_measured))
+        raise OutOfMemoryError(f"no batch of {seq_len}-token texts fits {budget / 1e9:.3f} GB "
+                               f"(tries: {tries})")
+
+    def _text_of_tokens(self, seq_len: int) -> str:
+        """A text the tokenizer turns into exactly (or, where words merge, at most) `seq_len` tokens."""
+        lo, hi = 1, seq_len
+        count = lambda k: len(self.tokenizer(" ".join(["the"] * k))["input_ids"])  # noqa: E731
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if count(mid) <= seq_len:
+                lo = mid
+            else:
+                hi = mid - 1
+        return " ".join(["the"] * lo)
 
     def get_model_info(self) -> ModelConfig:
         if self.config is None:
@@ -300,12 +447,32 @@ class UniversalModelAdapter:
         return self.family.value if self.family else None
 
     def unload(self) -> weakref.ref | None:
-        """Drop every reference this adapter holds and give the memory back; returns a weakref to check."""
+        """Drop every reference this adapter holds and give the memory back; returns a weakref to check.
+
+        Removes accelerate's dispatch hooks (they hold the offloaded weights map), drops model, tokenizer
+        and layout, collects garbage, trims the C heap and empties the CUDA cache; a temporary offload
+        folder made by load_model is removed. `last_unload` says whether CUDA memory returned to the
+        allocation it had before the load.
+        """
         if self.model is None:
             return None
-        ref = weakref.ref(self.model)
+        model = self.model
+        ref = weakref.ref(model)
+        _remove_dispatch_hooks(model)
         self.model = self.tokenizer = self.mapping = None
+        del model
         memory.release_memory()
+        after = memory.cuda_allocated()
+        before = self._cuda_baseline
+        self.last_unload = {
+            "weakref_dead": ref() is None,
+            "cuda_allocated_before_load": before,
+            "cuda_allocated_after_unload": after,
+            "cuda_returned_to_baseline": (None if before is None or after is None
+                                          else all(after.get(i, 0) <= v for i, v in before.items())),
+        }
+        _remove_folder(self._offload_dir)
+        self._offload_dir = None
         return ref
 
     unload_model = unload
@@ -346,3 +513,45 @@ def _refuse_pickle_only(path: Path, allow_pickle: bool) -> None:
         )
     if not has_safe and not pickled:
         raise ModelSourceError(f"{path} holds no weights (*.safetensors)")
+
+
+def _checkpoint_dtype(hf_config: Any) -> torch.dtype:
+    """The dtype a checkpoint's config declares (for planning a load with dtype="auto"); float32 if none."""
+    declared = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
+    if isinstance(declared, torch.dtype):
+        return declared
+    if isinstance(declared, str) and isinstance(getattr(torch, declared, None), torch.dtype):
+        return getattr(torch, declared)
+    return torch.float32
+
+
+def _declares_dtype(hf_config: Any) -> bool:
+    return (getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)) is not None
+
+
+def _new_offload_folder(name: str) -> Path:
+    """A fresh folder for weights disk offload must rewrite; unload() removes it."""
+    import tempfile
+
+    from .assets import cache_root
+
+    root = cache_root() / "offload"
+    root.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
+    return Path(tempfile.mkdtemp(prefix=f"{safe}-", dir=root))
+
+
+def _remove_folder(path: Path | None) -> None:
+    if path is not None:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_dispatch_hooks(model: nn.Module) -> None:
+    """accelerate's hooks (device alignment, offload) hold references to weights maps: detach them."""
+    if not any(hasattr(m, "_hf_hook") for m in model.modules()):
+        return
+    from accelerate.hooks import remove_hook_from_submodules
+
+    remove_hook_from_submodules(model)
