@@ -80,7 +80,7 @@ def reclamation(
     depth: int | None = None,
 ) -> dict[str, Any]:
     """RSS before load, after load (every weight read once), after unload; and whether the model died."""
-    from adapters.memory import release_memory
+    from adapters.memory import cuda_allocated, release_memory
 
     analyzer, _ = _prepare(model, source, depth)
     # one full warm-up cycle first: one-time costs (lazy imports, kernel workspaces, tokenizer caches)
@@ -90,6 +90,7 @@ def reclamation(
     analyzer.unload_model(model)
     release_memory()
     before = rss_bytes()
+    cuda_before = cuda_allocated()
     adapter = analyzer.load_model(model, device=device, dtype=dtype, source=source, depth=depth)
     info = adapter.info()
     _touch_weights(adapter.model)
@@ -97,8 +98,11 @@ def reclamation(
     loaded = rss_bytes()
     ref = __import__("weakref").ref(adapter.model)
     del adapter
+    unload_seconds = time.perf_counter()
     analyzer.unload_model(model)
+    unload_seconds = time.perf_counter() - unload_seconds
     after = rss_bytes()
+    cuda_after = cuda_allocated()
     used = (loaded or 0) - (before or 0)
     return {
         "before_bytes": before,
@@ -106,5 +110,105 @@ def reclamation(
         "after_bytes": after,
         "reclaimed_fraction": (loaded - after) / used if used > 0 else None,
         "weakref_dead": ref() is None,
+        "unload_seconds": unload_seconds,
+        # on CUDA: allocated bytes per device before the load and after the unload (must not exceed)
+        "cuda": None if cuda_before is None or cuda_after is None else {
+            "allocated_before": cuda_before, "allocated_after": cuda_after,
+            "returned_to_baseline": all(cuda_after.get(i, 0) <= v for i, v in cuda_before.items())},
         "info": info,
     }
+
+
+# ---- gradient checkpointing and mixed precision (issue 4) ----------------------------------------------
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def training_memory(
+    model: str,
+    mode: str,
+    precision: str = "fp32",
+    checkpointing: bool = False,
+    batch: int = 8,
+    seq_len: int = 128,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """Peak RSS of one inference forward (no grad) or one training step (forward + backward), fresh process.
+
+    inference: the model is loaded in `precision` and runs one full no-grad forward in eval mode.
+    training: float32 weights; fp16/bf16 run the forward under torch.autocast (mixed precision); one loss
+    (the model's own LM/MLM loss on the inputs as labels) and one backward, no optimizer (no state).
+    checkpointing: transformers' activation (gradient) checkpointing enabled before the step.
+    Figures: `total` = peak RSS while loading and stepping minus RSS before the load (weights,
+    gradients, activations); `step` = peak RSS during the step minus RSS after the load.
+    """
+    import torch
+
+    from adapters.memory import release_memory
+    from harness.workloads import texts_of_tokens
+
+    if mode not in ("inference", "training"):
+        raise ValueError(f"mode must be 'inference' or 'training', got {mode!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    analyzer, _ = _prepare(model, source)
+    load_dtype = PRECISIONS[precision] if mode == "inference" else "float32"
+    release_memory()
+    with PeakProbe() as total:
+        adapter = analyzer.load_model(model, dtype=load_dtype, source=source)
+        net = adapter.model
+        _touch_weights(net)
+        texts = texts_of_tokens(adapter.tokenizer, batch, seq_len)
+        inputs = adapter.tokenize(list(texts))
+        labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
+        if checkpointing:
+            enable = getattr(net, "activation_checkpointing_enable", None) or net.gradient_checkpointing_enable
+            enable()
+        extra = {"use_cache": False} if getattr(net.config, "use_cache", None) is not None else {}
+        release_memory()
+        loaded = rss_bytes()
+        t0 = time.perf_counter()
+        with PeakProbe() as step:
+            if mode == "inference":
+                net.eval()
+                with torch.no_grad():
+                    out = net(**inputs, **extra)
+                del out
+            else:
+                net.train()
+                autocast = (torch.autocast("cpu", dtype=getattr(torch, PRECISIONS[precision]))
+                            if precision != "fp32" else torch.autocast("cpu", enabled=False))
+                with autocast:
+                    out = net(**inputs, labels=labels, **extra)
+                out.loss.backward()
+                loss = float(out.loss.detach().float())
+                del out
+        step_seconds = time.perf_counter() - t0
+    grads = sum(p.grad.numel() * p.grad.element_size() for p in net.parameters() if p.grad is not None)
+    weights = sum(p.numel() * p.element_size() for p in net.parameters())
+    info = adapter.info()
+    return {
+        "mode": mode, "precision": precision, "checkpointing": checkpointing,
+        "checkpointing_active": bool(getattr(net, "is_gradient_checkpointing", False)) and net.training,
+        "batch": batch, "tokens_per_text": int(inputs["input_ids"].shape[1]),
+        "total": total.to_dict(), "step": step.to_dict(), "loaded_bytes": loaded,
+        "weights_bytes": weights, "grad_bytes": grads, "step_seconds": step_seconds,
+        "loss": loss if mode == "training" else None,
+        "info": info,
+    }
+
+
+def batch_fit(model: str, headroom_gb: float, seq_len: int = 128, source: str | None = None) -> dict[str, Any]:
+    """Batch sizing checked by measurement (fresh process): budget = the model's weights + `headroom_gb`;
+    the suggested batch runs once under a peak probe, a batch 2x larger is estimated, not run."""
+    from adapters.memory import GB, release_memory
+
+    analyzer, _ = _prepare(model, source)
+    adapter = analyzer.load_model(model, source=source)
+    _touch_weights(adapter.model)
+    release_memory()
+    layers = [adapter.mapping.num_layers - 1]
+    budget = adapter.weights_bytes() + int(headroom_gb * GB)
+    suggested = adapter.suggest_batch_size(budget, seq_len, layers)
+    fit = adapter.fit_batch_size(budget, seq_len, layers)
+    return {"budget_bytes": budget, "seq_len": seq_len, "suggested": suggested, "fit": fit, "layers": layers,
+            "info": adapter.info()}

@@ -1,4 +1,10 @@
-"""Memory given back after unload: before load, after load (weights read), after unload; fresh process."""
+"""Memory given back after unload: before load, after load (weights read), after unload; fresh process.
+
+Two verdicts on the same measurement: the original design's ">90%" (metric `reclamation`) and issue 4's
+">= 99% for every registered model that fits in RAM" (metric `reclamation_strict`; reduced-depth variants
+of large models are not registered models that fit, so they get only the first). On CUDA, allocated
+memory must return to its pre-load baseline (metric `cuda_memory_returned`).
+"""
 
 from __future__ import annotations
 
@@ -7,23 +13,30 @@ from harness.plugin import load_options
 from suites.common import check_verdict
 
 
-def test_reclamation(benchmark, nm_model, nm_registry, nm_record):
+def test_reclamation(benchmark, nm_model, nm_registry, nm_record, nm_device_options):
     from adapters.sources import resolve_source
 
     options = load_options(nm_registry, nm_model)
     resolve_source(nm_model, nm_registry, **options)
     config = nm_registry.get_model_config(nm_model)
     try:
-        out = benchmark.pedantic(run_isolated, args=("harness.probes:reclamation", {"model": nm_model, **options}),
+        out = benchmark.pedantic(run_isolated, args=("harness.probes:reclamation",
+                                                     {"model": nm_model, **options, **nm_device_options}),
                                  kwargs={"timeout": 1800}, rounds=1, iterations=1)
     except IsolatedError as exc:
         check_verdict(nm_record("reclamation", {"name": nm_model, "family": config.family.value},
                                 "reclamation", None, "fraction", error=str(exc)))
         return
     error = None if out["weakref_dead"] else "the model object is still referenced after unload"
-    record = nm_record(
-        "reclamation", out["info"], "reclamation", out["reclaimed_fraction"], "fraction", error=error,
-        workload=options,
-        extra={k: out[k] for k in ("before_bytes", "loaded_bytes", "after_bytes", "weakref_dead")},
-    )
-    check_verdict(record)
+    extra = {k: out[k] for k in ("before_bytes", "loaded_bytes", "after_bytes", "weakref_dead", "unload_seconds")}
+    records = [nm_record("reclamation", out["info"], "reclamation", out["reclaimed_fraction"], "fraction",
+                         error=error, workload=options, extra=extra)]
+    if "depth" not in options:
+        records.append(nm_record("reclamation", out["info"], "reclamation_strict", out["reclaimed_fraction"],
+                                 "fraction", error=error, workload=options, extra=extra))
+    if out.get("cuda") is not None:
+        records.append(nm_record("reclamation", out["info"], "cuda_memory_returned",
+                                 1.0 if out["cuda"]["returned_to_baseline"] else 0.0, "bool",
+                                 workload=options, extra=out["cuda"]))
+    for record in records:
+        check_verdict(record)
