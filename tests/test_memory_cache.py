@@ -12,6 +12,13 @@ from adapters.base import UniversalModelAdapter as Base
 SIZES = {"gpt2": 124_032, "bert": 97_716, "llama": 85_920}  # float32 bytes of the tiny checkpoints
 
 
+@pytest.fixture(autouse=True)
+def no_full_collection(monkeypatch):
+    """These tests check bookkeeping, not reclamation (suites/test_reclamation.py measures that): skip the
+    full gc + malloc_trim of every unload, which costs ~0.3 s each in a process as big as pytest's."""
+    monkeypatch.setattr(memory, "release_memory", lambda: None)
+
+
 @pytest.fixture
 def names(tiny_dirs):
     return {k: str(tiny_dirs[k]) for k in SIZES}
