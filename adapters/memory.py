@@ -41,6 +41,7 @@ AUTO_RAM_FRACTION = 0.5
 # dtype conversion. accelerate itself additionally reserves room for the largest block (it is loaded into
 # RAM while it runs).
 RAM_CAP_SLACK_BYTES = 1_000_000_000
+GPU_WEIGHT_FRACTION = 0.9  # of a GPU's free memory, for weights, when device="auto" has no max_memory
 
 
 # ---- dtype and device ---------------------------------------------------------------------------
@@ -260,8 +261,8 @@ def plan_device_map(
 ) -> DevicePlan:
     """Plan where each block goes, on the meta device, through accelerate's infer_auto_device_map.
 
-    max_memory: weights per device (GPU index, "cpu", "disk"), as accelerate means it. Without it: the
-    GPUs' free memory (balanced across GPUs, as transformers' "auto" does) and, for the CPU, the weight
+    max_memory: weights per device (GPU index, "cpu", "disk"), as accelerate means it. Without it: 90% of
+    the GPUs' free memory (balanced across GPUs, as transformers' "auto" does) and, for the CPU, the weight
     budget under `ram_cap_bytes` (default on a CPU-only machine: AUTO_RAM_FRACTION of available RAM).
     Whatever does not fit goes to "disk". Works for GPUs that are not there (the plan is only a plan).
     """
@@ -273,7 +274,8 @@ def plan_device_map(
     notes: list[str] = []
     limits = normalize_max_memory(max_memory)
     if limits is None:
-        limits = {k: int(v) for k, v in get_max_memory().items() if k != "cpu"}
+        # 90% of each GPU's free memory, as transformers' "auto" keeps for a single GPU: room for activations
+        limits = {k: int(v * GPU_WEIGHT_FRACTION) for k, v in get_max_memory().items() if isinstance(k, int)}
         cap = ram_cap_bytes if ram_cap_bytes is not None else default_ram_cap_bytes()
         limits["cpu"] = cpu_weight_budget(cap)
         notes.append(f"cpu weights budget from a RAM cap of {cap / GB:.2f} GB")

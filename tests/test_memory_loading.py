@@ -218,3 +218,17 @@ def test_cuda_unload_returns_allocated_memory_to_baseline(tiny_dirs):
     assert ref() is None
     assert adapter.last_unload["cuda_returned_to_baseline"] is True
     assert memory.cuda_allocated() == before
+
+
+def test_auto_without_max_memory_on_two_gpus_balances_90_percent(gptj, monkeypatch):
+    """The default plan where two GPUs are free (faked: the plan is computed on the meta device only)."""
+    import accelerate.utils
+
+    monkeypatch.setattr(accelerate.utils, "get_max_memory", lambda *a, **k: {0: 10 * 10**9, 1: 10 * 10**9,
+                                                                            "cpu": 10**12})
+    monkeypatch.setattr(memory, "default_ram_cap_bytes", lambda: 4 * 10**9)
+    cfg, cls = gptj
+    plan = memory.plan_device_map(cfg, cls, torch.float16)
+    assert plan.max_memory[0] <= 9 * 10**9 and plan.max_memory[1] <= 9 * 10**9
+    assert plan.blocks_per_device.get("0", 0) > 5 and plan.blocks_per_device.get("1", 0) > 5
+    assert plan.bytes_per_device["0"] <= 9e9 and plan.ram_cap_bytes == 4 * 10**9
