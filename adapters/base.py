@@ -247,6 +247,10 @@ class UniversalModelAdapter:
         texts = validate_texts(texts)
         limit = self.max_positions()
         enc = self.tokenizer(list(texts), padding=True, return_tensors="pt", truncation=False)
+        lengths = enc["attention_mask"].sum(dim=1)
+        if bool((lengths == 0).any()):
+            i = int((lengths == 0).nonzero()[0])
+            raise InvalidInputError(f"texts[{i}] ({texts[i]!r}) tokenizes to zero tokens for this model")
         if limit is not None and enc["input_ids"].shape[1] > limit:
             warnings.warn(
                 f"input of {enc['input_ids'].shape[1]} tokens exceeds the model's {limit} positions; "
@@ -265,7 +269,12 @@ class UniversalModelAdapter:
         if not isinstance(layers, Sequence) or isinstance(layers, bytes) or len(layers) == 0:
             raise InvalidLayerError(f"layers must be a non-empty list of ints or names, got {layers!r}")
         requests = []
+        seen: set = set()
         for layer in layers:
+            key = layer if isinstance(layer, int | str) and not isinstance(layer, bool) else repr(layer)
+            if key in seen:
+                raise InvalidLayerError(f"layer {layer!r} is requested twice; the result has one entry per layer")
+            seen.add(key)
             stack, index, component = mapping.parse(layer)
             if what == "attn_weights":
                 kind = "cross_attn_weights" if component == "cross_attention" else "attn_weights"

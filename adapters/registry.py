@@ -55,8 +55,11 @@ class ModelConfig:
 
 def _first_int(cfg: Any, *names: str) -> int | None:
     for name in names:
-        value = getattr(cfg, name, None)
-        if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            value = getattr(cfg, name, None)
+        except Exception:  # per-layer configs raise on ambiguous global attributes
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
 

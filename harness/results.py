@@ -21,7 +21,7 @@ import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +199,7 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)  # datetime.UTC is 3.11+; we support 3.10
+    return datetime.now(UTC)  # datetime.UTC is 3.11+; we support 3.10
 
 
 def _iso(t: datetime) -> str:

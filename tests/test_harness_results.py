@@ -136,7 +136,7 @@ _GOOD = 'id = "x"\nmetric = "reclamation"\noperator = ">"\nvalue = 0.9\nunit = "
         ("[[target]\nbroken", "not valid TOML"),
         ("version = 1\n", "no [[target]]"),
         ("version = 2\n[[target]]\n" + _GOOD, "unsupported targets file version"),
-        ("[[target]]\n" + _GOOD.replace("reclamation", "reclamaton"), "unknown metric"),
+        ("[[target]]\n" + _GOOD.replace('metric = "reclamation"', 'metric = "Reclamation Rate"'), "snake_case"),
         ("[[target]]\n" + _GOOD.replace('">"', '"=>"'), "operator"),
         ("[[target]]\n" + _GOOD.replace('">"', '"between"'), "between"),
         ("[[target]]\n" + _GOOD.replace("0.9", '"high"'), "value must be a number"),
