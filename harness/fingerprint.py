@@ -39,7 +39,9 @@ def fingerprint(environment: dict[str, Any], info: dict[str, Any]) -> dict[str, 
         "hardware": {
             "cpu": cpu.get("model"),
             "cores": cpu.get("usable_cores"),
-            "gpus": [{k: g.get(k) for k in ("name", "uuid", "driver")} for g in gpus],
+            # the board model and driver, not its UUID: any runner with the same GPU model compares
+            "gpus": [{k: g.get(k) for k in ("name", "driver")} for g in gpus if g.get("cuda_index") is not None
+                     or g.get("source") == "torch"],
         },
     }
 
