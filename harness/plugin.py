@@ -16,6 +16,7 @@ its own shard (scripts/gpu_check.sh --gpus N); not pytest-xdist, under which pyt
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -152,7 +153,7 @@ def pytest_configure(config: pytest.Config) -> None:
         run.environment["injected_slowdown"] = slowdown
     if config.pluginmanager.hasplugin("benchmark") and getattr(config.option, "benchmark_json", None) is None:
         # pytest-benchmark's own JSON (all raw timings) sits beside ours, same run id
-        config.option.benchmark_json = open(results_dir / f"{run.id}.benchmark.json", "wb")  # noqa: SIM115
+        config.option.benchmark_json = _JsonTarget(results_dir / f"{run.id}.benchmark.json")
 
 
 def _inject_slowdown(fraction: float) -> None:
@@ -172,6 +173,28 @@ def _inject_slowdown(fraction: float) -> None:
         return out
 
     UniversalModelAdapter.extract_activations = slowed  # type: ignore[method-assign]
+
+
+class _JsonTarget(os.PathLike):
+    """pytest-benchmark's --benchmark-json value: a path for 5.3+ (which opens it), an open-able context
+    manager for 5.2 (which writes through `with value as fh`); created only when written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: Any = None
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __enter__(self) -> Any:
+        self._fh = open(self.path, "wb")
+        return self._fh
+
+    def __exit__(self, *exc: Any) -> None:
+        self._fh.close()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
