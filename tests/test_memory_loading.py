@@ -3,6 +3,8 @@ sharding plans for GPUs that are not here, unload, and get_memory_usage's fields
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 import transformers
@@ -17,7 +19,11 @@ TEXT = ["hello world the cat sat on the mat"]
 def analyzer():
     an = MultiModelAnalyzer()
     yield an
-    an.unload_all()
+    for adapter in an.loaded_models.values():  # tiny models: dropping them is enough (no full gc per test)
+        adapter.model = None
+        if adapter._offload_dir is not None:
+            shutil.rmtree(adapter._offload_dir, ignore_errors=True)
+    an.loaded_models.clear()
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -35,7 +41,7 @@ def test_parse_bytes_rejects(bad):
 
 
 @pytest.mark.parametrize(("name", "dtype"), [("float32", torch.float32), ("float16", torch.float16),
-                                             ("bfloat16", torch.bfloat16), ("bf16", torch.bfloat16)])
+                                             ("bf16", torch.bfloat16)])
 def test_dtype_option(analyzer, tiny_dirs, name, dtype):
     adapter = analyzer.load_model(str(tiny_dirs["gpt2"]), dtype=name)
     assert adapter.dtype == dtype
@@ -63,7 +69,7 @@ def test_max_memory_needs_a_device_map(analyzer, tiny_dirs):
         analyzer.load_model(str(tiny_dirs["gpt2"]), device="auto", max_memory={"gpu0": "1GB"})
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama", "bert", "t5"])
+@pytest.mark.parametrize("kind", ["gpt2", "t5"])  # decoder-only and encoder-decoder; llama: the float16 test
 def test_auto_with_disk_offload_matches_in_ram(analyzer, tiny_dirs, kind):
     path = str(tiny_dirs[kind])
     ref = analyzer.load_model(path).extract_activations(TEXT, [0, -1])
