@@ -465,3 +465,29 @@ def save_tiny_checkpoint(model: Any, tokenizer: Any, dest: Path) -> Path:
     tokenizer.save_pretrained(dest)
     (dest / MARKER).write_text(json.dumps({"weights": "synthetic", "seed": SEED, "tiny": True}))
     return dest
+
+
+TINY_WORDS = tuple(
+    "hello world the a cat dog sat on mat and of to in is it was for with as by at from this that "
+    "model layer token text one two three four five six seven eight nine ten".split()
+)
+TINY_SPECIALS = ("[PAD]", "<s>", "</s>", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def word_tokenizer(encoder: bool) -> Any:
+    """Word-level tokenizer for tiny checkpoints (no assets): pad=0, bos=1, eos=2; encoders wrap texts in
+    [CLS] ... [SEP]."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(TINY_SPECIALS + TINY_WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if encoder:
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="<s>", eos_token="</s>",
+        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=128,
+    )

@@ -54,11 +54,6 @@ COUNTED = ("mapping", "final_norm", "extraction", "padded_batch", "hooks", "atte
 CHECKS = ("load", "detection", *COUNTED)
 
 _NON_TEXT_INPUT = re.compile(r"pixel|image|audio|input_features|input_values|speech|video|vision|spectrogram")
-_WORDS = (
-    "hello world the a cat dog sat on mat and of to in is it was for with as by at from this that "
-    "model layer token text one two three four five six seven eight nine ten"
-).split()
-_SPECIALS = ["[PAD]", "<s>", "</s>", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _LAYERS = {  # primary / encoder stack gets 3 blocks, a decoder 2: a wrong stack cannot match by accident
     "num_hidden_layers": 3, "num_layers": 3, "n_layer": 3, "encoder_layers": 3, "num_encoder_layers": 3,
     "decoder_layers": 2, "num_decoder_layers": 2,
@@ -140,24 +135,6 @@ def _quiet() -> Iterator[None]:
         if bars:
             hf_logging.enable_progress_bar()
         torch_logger.setLevel(torch_level)
-
-
-def word_tokenizer(encoder: bool) -> Any:
-    """Word-level tokenizer, pad=0 bos=1 eos=2; encoders wrap texts in [CLS] … [SEP] (as tests/tiny.py)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(_SPECIALS + list(_WORDS))}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    if encoder:
-        tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
-        )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="<s>", eos_token="</s>",
-        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=128,
-    )
 
 
 def _has(cfg: Any, key: str) -> bool:
@@ -479,6 +456,8 @@ def _check(spec: TypeSpec, workdir: Path, row: dict[str, Any], state: dict[str, 
     if non_text:
         row["build_error"] = f"not a text model: {spec.class_name}.forward takes {', '.join(non_text[:3])}"
         return
+    from adapters.zoo import word_tokenizer
+
     tok = word_tokenizer(encoder=spec.task == "masked")
     enc = tok(TEXTS, padding=True, return_tensors="pt")
     problems: list[str] = []

@@ -6,38 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForSeq2SeqLM,
-    PreTrainedTokenizerFast,
 )
 
-from adapters.zoo import save_tiny_checkpoint, tiny_config
-
-WORDS = tuple(
-    "hello world the a cat dog sat on mat and of to in is it was for with as by at from this that "
-    "model layer token text one two three four five six seven eight nine ten".split()
-)
-SPECIALS = ["[PAD]", "<s>", "</s>", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-def word_tokenizer(encoder: bool) -> PreTrainedTokenizerFast:
-    """Word-level tokenizer: pad=0, bos=1, eos=2; encoders wrap texts in [CLS] ... [SEP]."""
-    vocab = {t: i for i, t in enumerate(SPECIALS + list(WORDS))}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    if encoder:
-        tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
-        )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="<s>", eos_token="</s>",
-        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=128,
-    )
-
+from adapters.zoo import save_tiny_checkpoint, tiny_config, word_tokenizer
 
 KINDS: dict[str, tuple[str, Any, bool]] = {
     # name: (model_type, auto class, encoder-style tokenizer)
