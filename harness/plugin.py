@@ -267,6 +267,56 @@ def nm_record(nm_run: Run) -> Callable[..., Any]:
     return record
 
 
+_RECORDS_BEFORE = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Remember how many records the run held before this test, to see what the test itself recorded."""
+    run = item.config.stash.get(_RUN_KEY, None)
+    if run is not None:
+        item.stash[_RECORDS_BEFORE] = len(run.records)
+
+
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    """A model's test that crashed (load failure, exception mid-forward, out of memory) becomes an `error`
+    record with the exception's message, so the fault is in the results and the report, not only in the
+    pytest log. Assertion failures are verdicts the test recorded itself; a test that already wrote an
+    `error` record for its model is covered. Returns None: pytest builds the report as usual."""
+    excinfo = call.excinfo
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    run = item.config.stash.get(_RUN_KEY, None)
+    if (excinfo is None or call.when == "teardown" or "nm_model" not in params or run is None
+            or run.path is not None or not excinfo.errisinstance(Exception)
+            or excinfo.errisinstance(AssertionError)):
+        return
+    model = params["nm_model"]
+    since = item.stash.get(_RECORDS_BEFORE, len(run.records))
+    if any(r.model == model and r.verdict == "error" for r in run.records[since:]):
+        return
+    exc = excinfo.value
+    torch = sys.modules.get("torch")
+    oom_types = (MemoryError, torch.OutOfMemoryError) if torch is not None else (MemoryError,)
+    chain: BaseException | None = exc
+    oom = False
+    while chain is not None and not oom:  # an OOM inside a forward arrives wrapped (ExtractionError)
+        oom, chain = isinstance(chain, oom_types), chain.__cause__
+    try:
+        from adapters import UniversalModelRegistry
+
+        family: str | None = UniversalModelRegistry().get_model_config(model).family.value
+    except Exception:  # an unregistered or broken entry still gets its error record
+        family = None
+    metric = getattr(item, "originalname", item.name).removeprefix("test_")
+    target = run.targets.find(metric, model=model, family=family)
+    run.record(suite=Path(str(item.path)).stem.removeprefix("test_"), model=model, family=family,
+               metric=metric, value=None, unit=target.unit if target is not None else "",
+               workload={k: v for k, v in params.items() if k != "nm_model" and isinstance(v, str | int | float)},
+               error=f"{type(exc).__name__}: {exc}"[:4000],
+               extra={"test": item.nodeid, "phase": call.when, "exception": type(exc).__qualname__,
+                      "out_of_memory": oom})
+
+
 REDUCED_DEPTH = 2  # models bigger than the machine run here at this many blocks per stack, real width
 
 
