@@ -102,7 +102,7 @@ def read_config(path: Path, trust_remote_code: bool = False) -> Any:
         )
     try:
         return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # transformers' validation raises its own classes too (strict dataclass errors)
         raise ModelSourceError(f"invalid or unreadable config in {path}: {str(exc)[:300]}") from exc
 
 
