@@ -226,6 +226,8 @@ def _gpus_torch() -> list[dict[str, Any]] | None:
                     "driver": None,
                     "memory_total_bytes": int(p.total_memory),
                     "memory_used_bytes": None,
+                    "compute_capability": f"{p.major}.{p.minor}",
+                    "cuda_index": i,  # torch lists only the visible devices
                     "source": "torch",
                 }
             )

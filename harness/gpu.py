@@ -10,20 +10,30 @@ visible ones, in CUDA's order. The two are matched by UUID (`nvml_handle_for_cud
 Per-process memory: NVML lists the processes using a GPU by PID, but in a container with its own PID
 namespace those are host PIDs, and our `os.getpid()` is not among them. Then the per-process figure is
 `None` with that reason; the device-wide figure still holds (and includes other processes' memory).
+
+`CudaMemoryProbe` gathers all of these around a block for the isolated memory probes (harness.probes);
+`baseline_dir` names the committed baseline folder of a GPU model (`python -m harness.gpu baseline-dir`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CudaMemoryProbe",
+    "baseline_dir",
     "context_overhead",
     "cuda_available",
+    "cuda_devices_for_option",
     "cuda_driver_version",
     "gpu_memory_snapshot",
+    "gpu_slug",
     "measure_context_overhead",
     "nvml",
     "nvml_device_memory",
@@ -303,3 +313,157 @@ def context_overhead(device_index: int = 0, *, timeout: float = 180.0,
                "reason": f"measurement failed: {type(exc).__name__}: {str(exc)[:500]}"}
     _OVERHEAD_CACHE[device_index] = out
     return out
+
+
+# ---- probes of a model's CUDA memory (used by harness.probes in fresh processes) ------------------------
+
+
+def cuda_devices_for_option(device: Any, device_count: int) -> list[str]:
+    """The CUDA devices a load with `device` (an --nm-device value) may touch, as "cuda:N".
+
+    Why before the load: peak counters must be reset, and baselines read, before the weights arrive. "auto"
+    (an accelerate device map) may use every visible GPU; "cpu", None, or no visible GPU: none.
+    """
+    if device_count <= 0 or device is None:
+        return []
+    text = str(device)
+    if text == "auto":
+        return [f"cuda:{i}" for i in range(device_count)]
+    if text == "cuda":
+        return ["cuda:0"]
+    if text.startswith("cuda:") and text[5:].isdigit():
+        index = int(text[5:])
+        if index >= device_count:
+            raise ValueError(f"{text}: only {device_count} CUDA device(s) visible")
+        return [text]
+    return []
+
+
+def _sum_known(values: list[int | None]) -> int | None:
+    """Sum of per-device figures; None when any is unknown (a partial sum would read as a smaller figure)."""
+    return None if not values or any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
+class CudaMemoryProbe:
+    """Allocator peaks and NVML figures of every CUDA device a block touches: reset on entry, read on exit.
+
+    `with CudaMemoryProbe(["cuda:0"]) as p: load and extract` then `p.to_dict()`. Per device: allocated and
+    reserved on entry, the allocator's peaks since the reset (`reset_peak_memory_stats`), the peak allocated
+    minus the entry figure, and NVML's device-wide and per-process figures (None plus a reason where NVML
+    cannot see them). Totals sum the devices: an upper bound, since each device peaks at its own moment.
+    With no devices it records nothing and `to_dict()` is None, so a CPU run carries no fake zeros.
+    `snapshot` is injectable so the bookkeeping can be tested without a GPU.
+    """
+
+    def __init__(self, devices: list[str], snapshot: Callable[[Any], dict[str, Any]] | None = None,
+                 reset: Callable[[Any], bool] | None = None) -> None:
+        from harness.memory import cuda_reset_peak
+
+        self.devices = list(devices)
+        self._snapshot = snapshot or gpu_memory_snapshot
+        self._reset = reset or cuda_reset_peak
+        self.before: dict[str, dict[str, Any]] = {}
+        self.after: dict[str, dict[str, Any]] = {}
+
+    def __enter__(self) -> CudaMemoryProbe:
+        for d in self.devices:
+            self.before[d] = self._snapshot(d)  # current allocated/reserved and NVML, before the reset
+            self._reset(d)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for d in self.devices:
+            self.after[d] = self._snapshot(d)
+
+    def to_dict(self) -> dict[str, Any] | None:
+        """JSON-ready figures; None when no CUDA device was probed."""
+        if not self.devices:
+            return None
+        per: dict[str, Any] = {}
+        for d in self.devices:
+            b_torch = (self.before.get(d) or {}).get("torch") or {}
+            a = self.after.get(d) or {}
+            a_torch = a.get("torch") or {}
+            base = b_torch.get("allocated_bytes")
+            peak = a_torch.get("max_allocated_bytes")
+            b_nvml = ((self.before.get(d) or {}).get("nvml_device") or {}).get("used_bytes")
+            a_nvml = (a.get("nvml_device") or {}).get("used_bytes")
+            per[d] = {
+                "available": a.get("available", False),
+                "reason": a.get("reason"),
+                "allocated_before_bytes": base,
+                "reserved_before_bytes": b_torch.get("reserved_bytes"),
+                "torch": a_torch or None,
+                "peak_allocated_delta_bytes": None if base is None or peak is None else peak - base,
+                "nvml_device": a.get("nvml_device"),
+                "nvml_device_used_before_bytes": b_nvml,
+                "nvml_device_delta_bytes": None if b_nvml is None or a_nvml is None else a_nvml - b_nvml,
+                "nvml_process": a.get("nvml_process"),
+            }
+        return {
+            "devices": per,
+            "peak_allocated_delta_bytes": _sum_known([v["peak_allocated_delta_bytes"] for v in per.values()]),
+            "max_allocated_bytes": _sum_known([(v["torch"] or {}).get("max_allocated_bytes") for v in per.values()]),
+            "max_reserved_bytes": _sum_known([(v["torch"] or {}).get("max_reserved_bytes") for v in per.values()]),
+            "nvml_process_used_bytes": _sum_known([(v["nvml_process"] or {}).get("used_bytes")
+                                                   for v in per.values()]),
+            "nvml_process_reason": next((v["nvml_process"]["reason"] for v in per.values()
+                                         if (v["nvml_process"] or {}).get("reason")), None),
+        }
+
+
+# ---- which committed baseline a GPU run is gated against ------------------------------------------------
+
+
+def gpu_slug(name: str) -> str:
+    """A folder name for a GPU model: "NVIDIA H100 80GB HBM3" -> "nvidia-h100-80gb-hbm3"."""
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower())
+    return "-".join(part for part in slug.split("-") if part) or "unknown-gpu"
+
+
+def baseline_dir(run_files: list[Path], root: str = "results/baselines/gpu") -> str | None:
+    """`root/<gpu slug>` for the GPU the runs in `run_files` measured on (their first visible GPU).
+
+    Why per GPU model: the gate's fingerprint refuses to compare figures from different hardware, so an
+    H100 baseline cannot gate an A100 run; each GPU model gets its own folder. None when the runs name no
+    GPU, or name different ones.
+    """
+    names: set[str] = set()
+    for f in run_files:
+        with open(f, encoding="utf-8") as fh:
+            env = (json.load(fh).get("environment") or {})
+        gpus = env.get("gpus") or []
+        visible = [g for g in gpus if g.get("cuda_index") is not None] or gpus
+        if visible:
+            names.add(str(visible[0].get("name")))
+    if len(names) != 1:
+        return None
+    return f"{root.rstrip('/')}/{gpu_slug(names.pop())}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m harness.gpu baseline-dir RESULTS...`: print the baseline folder for those runs' GPU.
+
+    Exit 0 with the folder printed; 1 when the results name no single GPU model. Used by the workflow and
+    scripts/gpu_check.sh, so both agree on where a GPU baseline lives.
+    """
+    import argparse
+
+    from harness.results import find_run_files
+
+    parser = argparse.ArgumentParser(prog="python -m harness.gpu")
+    sub = parser.add_subparsers(dest="command", required=True)
+    bd = sub.add_parser("baseline-dir", help="the committed baseline folder for the GPU these results ran on")
+    bd.add_argument("results", nargs="+", help="results files or folders")
+    bd.add_argument("--root", default="results/baselines/gpu")
+    args = parser.parse_args(argv)
+    folder = baseline_dir(find_run_files([Path(p) for p in args.results]), args.root)
+    if folder is None:
+        print("these results name no single GPU model (CPU runs, or several GPU models)", file=sys.stderr)
+        return 1
+    print(folder)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,6 +2,12 @@
 
 One allocator's history must not leak into the next measurement, so each function here starts in a new
 interpreter, loads one model through the public API, measures, and returns plain JSON.
+
+On CUDA (`device` "cuda", "cuda:N" or "auto" with GPUs visible) the same probes also record the GPU side,
+through harness.gpu: the CUDA context overhead (measured first, while this process has no context yet),
+torch's peak allocated and reserved bytes after `reset_peak_memory_stats`, NVML's device-wide and
+per-process figures (None plus the reason where NVML cannot show them), and whether allocated memory went
+back to its pre-load baseline after the unload. On the CPU `cuda` is None: no figure, rather than a zero.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from harness import gpu
 from harness.memory import PeakProbe, rss_bytes
 
 
@@ -42,6 +49,58 @@ def _bytes(tensors: dict) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
+def _cuda_start(device: str | None) -> tuple[list[str], dict[str, Any] | None]:
+    """The CUDA devices this load may touch, and the context overhead, measured before anything else.
+
+    Must run first in the fresh process: once a CUDA context exists, the overhead reads as ~0.
+    """
+    if device is None or str(device) == "cpu" or not gpu.cuda_available():
+        return [], None
+    import torch
+
+    devices = gpu.cuda_devices_for_option(device, torch.cuda.device_count())
+    if not devices:
+        return [], None
+    return devices, gpu.measure_context_overhead(int(devices[0].split(":")[1]))
+
+
+def cuda_reclamation(before: dict[str, Any], loaded: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """CUDA figures of one load/unload cycle from three `gpu_memory_snapshot`s per device (pure: testable).
+
+    returned_to_baseline: every device's allocated bytes after the unload are at most those before the load.
+    reclaimed_fraction: (allocated loaded - after) / (loaded - before), summed over devices; None when the
+    load allocated nothing; both None when a figure is unknown. NVML figures are kept as read (None plus
+    a reason where invisible).
+    """
+    stages = {"before": before, "loaded": loaded, "after": after}
+    devices = list(before)
+
+    def fig(stage: dict[str, Any], d: str, part: str, key: str) -> Any:
+        return ((stage.get(d) or {}).get(part) or {}).get(key)
+
+    def per_stage(part: str, key: str) -> dict[str, dict[str, Any]]:
+        return {name: {d: fig(stage, d, part, key) for d in devices} for name, stage in stages.items()}
+
+    alloc = per_stage("torch", "allocated_bytes")
+    known = all(v is not None for stage in alloc.values() for v in stage.values())
+    used = sum(alloc["loaded"][d] - alloc["before"][d] for d in devices) if known else None
+    used = used if used is not None and used > 0 else None
+    freed = sum(alloc["loaded"][d] - alloc["after"][d] for d in devices) if known else None
+    reasons = sorted({str(r) for stage in stages.values() for d in devices
+                      for r in ((stage.get(d) or {}).get("reason"), fig(stage, d, "nvml_device", "reason"),
+                                fig(stage, d, "nvml_process", "reason")) if r})
+    return {
+        "devices": devices,
+        "allocated_before": alloc["before"], "allocated_loaded": alloc["loaded"], "allocated_after": alloc["after"],
+        "reserved_after": per_stage("torch", "reserved_bytes")["after"],
+        "returned_to_baseline": all(alloc["after"][d] <= alloc["before"][d] for d in devices) if known else None,
+        "reclaimed_fraction": freed / used if freed is not None and used else None,
+        "nvml_device_used": per_stage("nvml_device", "used_bytes"),
+        "nvml_process_used": per_stage("nvml_process", "used_bytes"),
+        "reasons": reasons,
+    }
+
+
 def peak_memory(
     model: str,
     workload: str,
@@ -50,21 +109,27 @@ def peak_memory(
     source: str | None = None,
     depth: int | None = None,
 ) -> dict[str, Any]:
-    """Peak RSS added by loading `model` and running one extraction of `workload` (fresh process)."""
+    """Peak RSS added by loading `model` and running one extraction of `workload` (fresh process); on CUDA
+    also the allocator's peaks, NVML's figures and the context overhead (`cuda`, None on the CPU)."""
     from adapters.memory import release_memory
     from harness.workloads import workload_by_name
 
+    cuda_devices, overhead = _cuda_start(device)
     analyzer, _ = _prepare(model, source, depth)
     release_memory()
-    with PeakProbe() as probe:
+    with PeakProbe() as probe, gpu.CudaMemoryProbe(cuda_devices) as cuda_probe:
         t0 = time.perf_counter()
         adapter = analyzer.load_model(model, device=device, dtype=dtype, source=source, depth=depth)
         load_s = time.perf_counter() - t0
         w = workload_by_name(workload, adapter.tokenizer, adapter.mapping.num_layers, adapter.max_positions())
         acts = analyzer.extract_activations(model, list(w.texts), list(w.layers))
     seq = int(acts.input_ids.shape[1])
+    cuda = cuda_probe.to_dict()
+    if cuda is not None:
+        cuda["context_overhead"] = overhead
     return {
         "probe": probe.to_dict(),
+        "cuda": cuda,
         "load_seconds": load_s,
         "bytes_returned": _bytes(acts),
         "workload": w.describe(tokens_per_text=seq),
@@ -79,9 +144,11 @@ def reclamation(
     source: str | None = None,
     depth: int | None = None,
 ) -> dict[str, Any]:
-    """RSS before load, after load (every weight read once), after unload; and whether the model died."""
-    from adapters.memory import cuda_allocated, release_memory
+    """RSS before load, after load (every weight read once), after unload; and whether the model died.
+    On CUDA also allocated bytes and NVML figures at the same three moments (`cuda`, None on the CPU)."""
+    from adapters.memory import release_memory
 
+    cuda_devices, overhead = _cuda_start(device)
     analyzer, _ = _prepare(model, source, depth)
     # one full warm-up cycle first: one-time costs (lazy imports, kernel workspaces, tokenizer caches)
     # are not model memory and would read as "not given back"
@@ -90,19 +157,20 @@ def reclamation(
     analyzer.unload_model(model)
     release_memory()
     before = rss_bytes()
-    cuda_before = cuda_allocated()
+    cuda_before = {d: gpu.gpu_memory_snapshot(d) for d in cuda_devices}
     adapter = analyzer.load_model(model, device=device, dtype=dtype, source=source, depth=depth)
     info = adapter.info()
     _touch_weights(adapter.model)
     analyzer.extract_activations(model, ["Hello world"], [-1])
     loaded = rss_bytes()
+    cuda_loaded = {d: gpu.gpu_memory_snapshot(d) for d in cuda_devices}
     ref = __import__("weakref").ref(adapter.model)
     del adapter
     unload_seconds = time.perf_counter()
     analyzer.unload_model(model)
     unload_seconds = time.perf_counter() - unload_seconds
     after = rss_bytes()
-    cuda_after = cuda_allocated()
+    cuda_after = {d: gpu.gpu_memory_snapshot(d) for d in cuda_devices}
     used = (loaded or 0) - (before or 0)
     return {
         "before_bytes": before,
@@ -112,9 +180,8 @@ def reclamation(
         "weakref_dead": ref() is None,
         "unload_seconds": unload_seconds,
         # on CUDA: allocated bytes per device before the load and after the unload (must not exceed)
-        "cuda": None if cuda_before is None or cuda_after is None else {
-            "allocated_before": cuda_before, "allocated_after": cuda_after,
-            "returned_to_baseline": all(cuda_after.get(i, 0) <= v for i, v in cuda_before.items())},
+        "cuda": None if not cuda_devices else {**cuda_reclamation(cuda_before, cuda_loaded, cuda_after),
+                                               "context_overhead": overhead},
         "info": info,
     }
 

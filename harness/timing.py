@@ -9,6 +9,10 @@ On CUDA, kernels run asynchronously: a host clock around a call measures only th
 device is synchronised before the clock stops. `device_sync` builds that synchronisation for the devices a
 model lives on, `synchronized` wraps a callable so that timers we do not own (pytest-benchmark) include it,
 and `cuda_event_times` reads device-side time from CUDA events (kernel time only, no host overhead).
+
+Every `TimingStats` names the method that produced it (`method`, one of TIMING_METHODS), and so does every
+record built from one (`stats.method`): a host-clock figure on CUDA without synchronisation would time the
+launches only, and a CUDA-event figure leaves out host work, so the two must never be compared unlabelled.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "TIMING_METHODS",
     "TimingStats",
+    "choose_timing_method",
     "cuda_devices",
     "cuda_event_times",
     "device_sync",
@@ -30,9 +36,15 @@ __all__ = [
     "stats_from_samples",
     "synchronized",
     "timer_info",
+    "timing_method",
 ]
 
 _NS = 1e-9
+
+HOST_CLOCK = "host_clock"  # time.perf_counter(_ns) around the call; right for CPU work
+HOST_CLOCK_SYNC = "host_clock_cuda_synchronized"  # the same, each CUDA device synchronised before the clock stops
+CUDA_EVENTS = "cuda_events"  # device time between two CUDA events on the current stream (kernels only)
+TIMING_METHODS = (HOST_CLOCK, HOST_CLOCK_SYNC, CUDA_EVENTS)
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,7 @@ class TimingStats:
     q3: float
     iqr: float
     rounds: int
+    method: str | None = None  # one of TIMING_METHODS; None where the caller did not say
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; raw samples are kept so later analysis can recompute anything."""
@@ -61,6 +74,7 @@ class TimingStats:
             "q3": self.q3,
             "iqr": self.iqr,
             "rounds": self.rounds,
+            "method": self.method,
         }
 
 
@@ -76,8 +90,30 @@ def _quantile(sorted_xs: Sequence[float], q: float) -> float:
     return float(sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * frac)
 
 
-def stats_from_samples(samples: Sequence[float]) -> TimingStats:
-    """Summarise samples given in seconds. Raises ValueError on an empty sequence."""
+def timing_method(sync: Callable[[], Any] | None, *, events: bool = False) -> str:
+    """The TIMING_METHODS name for a timer: CUDA events, or the host clock with or without a device sync."""
+    if events:
+        return CUDA_EVENTS
+    return HOST_CLOCK if sync is None else HOST_CLOCK_SYNC
+
+
+def choose_timing_method(devices: Any, *, prefer_events: bool = False) -> str:
+    """How to time work on `devices` (anything `cuda_devices` accepts): the rule, kept pure so it is tested.
+
+    No CUDA device: the host clock. CUDA: the host clock with every device synchronised, which measures what
+    a caller waits for; CUDA events only when asked for and the work lives on one GPU, because an event pair
+    times one device's stream and would miss the other GPUs of a device map.
+    """
+    cuda = cuda_devices(devices)
+    if not cuda:
+        return HOST_CLOCK
+    if prefer_events and len(cuda) == 1:
+        return CUDA_EVENTS
+    return HOST_CLOCK_SYNC
+
+
+def stats_from_samples(samples: Sequence[float], method: str | None = None) -> TimingStats:
+    """Summarise samples given in seconds, produced by timing `method`. Raises ValueError on an empty sequence."""
     xs = [float(s) for s in samples]
     if not xs:
         raise ValueError("stats_from_samples: no samples")
@@ -94,6 +130,7 @@ def stats_from_samples(samples: Sequence[float]) -> TimingStats:
         q3=q3,
         iqr=q3 - q1,
         rounds=len(xs),
+        method=method,
     )
 
 
@@ -144,7 +181,7 @@ def measure(
         if setup is not None:
             setup()
         samples.append(_time_once(fn, sync))
-    return stats_from_samples(samples)
+    return stats_from_samples(samples, timing_method(sync))
 
 
 def interleaved(
@@ -176,7 +213,7 @@ def interleaved(
         k = r % n
         for name in names[k:] + names[:k]:
             samples[name].append(_time_once(fns[name], sync))
-    return {name: stats_from_samples(samples[name]) for name in names}
+    return {name: stats_from_samples(samples[name], timing_method(sync)) for name in names}
 
 
 def timer_info(calls: int = 20_000) -> dict[str, Any]:
@@ -318,4 +355,4 @@ def cuda_event_times(
             end.record()
             end.synchronize()
             samples.append(start.elapsed_time(end) / 1000.0)  # elapsed_time is in milliseconds
-    return stats_from_samples(samples)
+    return stats_from_samples(samples, CUDA_EVENTS)

@@ -3,7 +3,9 @@
 On CUDA every timed call ends with `torch.cuda.synchronize` on each device the model occupies (inside the
 call, so pytest-benchmark's clock sees it); without it the clock would stop when the kernels are queued, not
 done. extract_activations returns CPU tensors, which already waits for the device, but the timer must not
-depend on that detail. Which timer ran is recorded in the record's `extra.timer`.
+depend on that detail. Which method timed it is in the record's `stats.method` and `extra.timing_method`
+(harness.timing.TIMING_METHODS: host_clock on the CPU, host_clock_cuda_synchronized on CUDA), the clock in
+`extra.timer`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from harness.timing import cuda_devices, device_sync, measure, stats_from_samples, synchronized
+from harness.timing import cuda_devices, device_sync, measure, stats_from_samples, synchronized, timing_method
 from harness.workloads import WORKLOAD_NAMES, workload_by_name
 from suites.common import check_verdict
 
@@ -41,7 +43,7 @@ def test_extraction_latency(benchmark, nm_model, workload, nm_loaded, nm_record)
                                 rounds=rounds, warmup_rounds=warmup, iterations=1)
     seq = int(result.input_ids.shape[1])
     if benchmark.enabled:
-        stats = stats_from_samples(list(benchmark.stats.stats.data)).to_dict()
+        stats = stats_from_samples(list(benchmark.stats.stats.data), timing_method(sync)).to_dict()
         timer = "pytest-benchmark (time.perf_counter)" + sync_text
     else:  # --benchmark-disable: measure with the harness's own timer
         stats = measure(lambda: adapter.extract_activations(texts, layers), rounds=rounds, warmup=warmup,
@@ -50,5 +52,6 @@ def test_extraction_latency(benchmark, nm_model, workload, nm_loaded, nm_record)
                                                                              "before and after each call"))
     record = nm_record("latency", adapter.info(), "extraction_latency", stats["median"], "s",
                        workload=w.describe(tokens_per_text=seq), stats=stats,
-                       extra={"timer": timer, "cuda_synchronized": devices, "stopped_early": result.stopped_early})
+                       extra={"timer": timer, "timing_method": stats["method"], "cuda_synchronized": devices,
+                              "stopped_early": result.stopped_early})
     check_verdict(record)

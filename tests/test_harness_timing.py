@@ -27,7 +27,7 @@ def test_stats_single_sample_and_empty() -> None:
 
 def test_to_dict_has_every_field_and_raw_samples() -> None:
     d = stats_from_samples([0.1, 0.2, 0.3]).to_dict()
-    assert set(d) == {"samples", "min", "max", "mean", "median", "q1", "q3", "iqr", "rounds"}
+    assert set(d) == {"samples", "min", "max", "mean", "median", "q1", "q3", "iqr", "rounds", "method"}
     assert d["samples"] == [0.1, 0.2, 0.3] and d["rounds"] == 3
 
 
