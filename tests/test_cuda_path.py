@@ -241,8 +241,33 @@ def test_gpu_check_script_fails_clearly_without_cuda_and_dry_runs_shards() -> No
     assert len(lines) == 2
     assert "CUDA_VISIBLE_DEVICES=5 " in lines[0] and "--nm-shard 1/2" in lines[0] and "--nm-dtype bf16" in lines[0]
     assert "CUDA_VISIBLE_DEVICES=7 " in lines[1] and "--nm-shard 2/2" in lines[1]
-    bad = subprocess.run(["bash", str(SCRIPT), "--gpus", "0"], cwd=REPO, capture_output=True, text=True)
-    assert bad.returncode == 2 and "--gpus" in bad.stderr
+    assert all("suites/test_memory.py suites/test_reclamation.py" in x and "suites/ " not in x for x in lines)
+    # runner 2 of 3 with two GPUs takes global shards 3 and 4 of 6; every suite when asked
+    r = subprocess.run(["bash", str(SCRIPT), "--gpus", "2", "--shard", "2/3", "--suites", "all", "--dry-run"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    lines = [x for x in r.stderr.splitlines() if "--nm-device cuda" in x]
+    assert r.returncode == 0 and len(lines) == 2, r.stderr
+    assert "--nm-shard 3/6" in lines[0] and "CUDA_VISIBLE_DEVICES=0 " in lines[0] and " suites/ " in lines[0]
+    assert "--nm-shard 4/6" in lines[1] and "CUDA_VISIBLE_DEVICES=1 " in lines[1]
+    for args, message in ((["--gpus", "0"], "--gpus"), (["--shard", "3/2"], "--shard"), (["--shard", "1"], "--shard"),
+                          (["--suites", "nope"], "suites/test_nope.py")):
+        bad = subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
+
+
+def test_shard_split_of_the_script_covers_every_model_once() -> None:
+    """The script's global shard numbers ((runner - 1) * gpus + k + 1 of runners * gpus) partition the models."""
+    from harness.plugin import shard_items
+
+    models = ["gpt2", "bert-base-uncased", "t5-base", "sentence-transformers/all-MiniLM-L6-v2",
+              "HuggingFaceTB/SmolLM2-135M-Instruct", "microsoft/codebert-base"]
+    for runners, gpus in ((1, 1), (2, 1), (2, 2), (3, 4)):
+        total = runners * gpus
+        shards = [(runner - 1) * gpus + k + 1 for runner in range(1, runners + 1) for k in range(gpus)]
+        assert sorted(shards) == list(range(1, total + 1))
+        ran = [m for i in shards for m in shard_items(models, (i, total))]
+        assert sorted(ran) == sorted(models)
 
 
 def test_workflows_run_the_cuda_suites_on_gpu_runners_and_gate() -> None:
@@ -250,9 +275,18 @@ def test_workflows_run_the_cuda_suites_on_gpu_runners_and_gate() -> None:
     gpu_wf = yaml.safe_load((REPO / ".github/workflows/gpu-benchmarks.yml").read_text())
     bench = gpu_wf["jobs"]["bench"]
     assert bench["runs-on"] == ["self-hosted", "gpu"] and len(bench["strategy"]["matrix"]["shard"]) >= 2
-    text = yaml.safe_dump(gpu_wf)
-    assert "--nm-device cuda" in text and "--nm-shard" in text and "python -m harness gate" in text
-    assert "GITHUB_STEP_SUMMARY" in text and "python -m harness report" in text
+    run_step = next(st["run"] for st in bench["steps"] if "gpu_check.sh" in st.get("run", ""))
+    assert "--gpus all" in run_step and '--shard "$SHARD"' in run_step  # a process per GPU, a shard per runner
+    assert "xdist" not in run_step and "-n auto" not in run_step and "--numprocesses" not in run_step
+    gate = gpu_wf["jobs"]["report-and-gate"]
+    steps = {st.get("name", ""): st for st in gate["steps"]}
+    gate_step = next(st["run"] for name, st in steps.items() if name.startswith("Gate"))
+    assert "python -m harness.gpu baseline-dir" in gate_step and "python -m harness gate" in gate_step
+    assert "no GPU baseline committed" in gate_step and "exit 0" in gate_step  # absent baseline: said, not failed
+    report_step = next(st["run"] for name, st in steps.items() if name.startswith("Report"))
+    assert "python -m harness report" in report_step and "GITHUB_STEP_SUMMARY" in report_step
+    upload = next(st for name, st in steps.items() if name.startswith("Upload the report"))
+    assert "results/ci/report/" in upload["with"]["path"]  # report.html travels as the artifact
     ci = yaml.safe_load((REPO / ".github/workflows/ci.yml").read_text())
     assert ci["jobs"]["ci"]["runs-on"] == "ubuntu-latest" and "bash .ci/run" in yaml.safe_dump(ci)
 
