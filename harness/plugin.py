@@ -33,6 +33,8 @@ _RUN_KEY = pytest.StashKey[Run]()
 _REPORT_KEY = pytest.StashKey[dict]()
 
 DEVICES = ("cpu", "cuda", "auto")
+PROFILES = ("main", "full")
+EXTENDED_MARK = "nm_extended"
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
           "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
@@ -96,6 +98,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--nm-dtype", type=parse_dtype, default=None, metavar="DTYPE",
                     help="float32 | float16 | bfloat16 (fp16, bf16); default: float32 on CPU, the checkpoint's "
                          "own dtype on CUDA")
+    group.addoption("--nm-profile", choices=PROFILES, default="main",
+                    help="main (default): the checks every run needs - detection, API consistency, latency, peak "
+                         "memory, reclamation, token alignment; full: also the suites marked nm_extended "
+                         "(overhead ratios, scaling, context length, soak, memory management, peers). An "
+                         "extended suite named on the command line runs in either profile")
     group.addoption("--nm-shard", type=parse_shard, default=None, metavar="I/N",
                     help="run shard I of N: models dealt round-robin over their sorted names (1-based); "
                          "give every shard's results to `harness report`/`harness gate` as one run")
@@ -132,6 +139,7 @@ def _check_device(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{EXTENDED_MARK}: a suite of the full profile (--nm-profile full)")
     if not _is_suite_run(config) or hasattr(config, "workerinput"):
         return
     _check_device(config)
@@ -145,6 +153,7 @@ def pytest_configure(config: pytest.Config) -> None:
     shard = config.getoption("nm_shard")
     run.environment["suite_options"] = {
         **device_options(config),
+        "profile": config.getoption("nm_profile"),
         "shard": None if shard is None else {"index": shard[0], "count": shard[1], "models": None},
     }
     slowdown = config.getoption("nm_inject_slowdown")
@@ -211,8 +220,28 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("nm_model", models, ids=[safe_component(m) for m in models])
 
 
+def _named_files(config: pytest.Config) -> set[Path]:
+    """The test files the command line names itself (not reached through a folder)."""
+    base = Path(config.invocation_params.dir)
+    return {(base / arg.split("::")[0]).resolve() for arg in config.args if arg.split("::")[0].endswith(".py")}
+
+
+def _skip_extended(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the main profile, suites marked nm_extended skip (with the reason) unless their file is named."""
+    if config.getoption("nm_profile", None) != "main":
+        return
+    named = _named_files(config)
+    skip = pytest.mark.skip(reason="extended suite: runs with --nm-profile full, or name its file "
+                                   "(e.g. pytest suites/test_overhead.py --benchmark-only)")
+    for item in items:
+        if item.get_closest_marker(EXTENDED_MARK) and Path(str(item.path)).resolve() not in named:
+            item.add_marker(skip)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under --nm-shard, deal the tests that take no model round-robin over their sorted node ids."""
+    """Skip extended suites outside the full profile; under --nm-shard, deal the tests that take no model
+    round-robin over their sorted node ids."""
+    _skip_extended(config, items)
     shard = config.getoption("nm_shard")
     if shard is None:
         return

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
+
 from harness.timing import measure
 from harness.workloads import texts_of_tokens
 from suites.common import check_verdict
+
+pytestmark = pytest.mark.nm_extended  # full profile (harness/plugin.py --nm-profile)
 
 CAP = 2048
 

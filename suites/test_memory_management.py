@@ -26,6 +26,8 @@ from harness.isolate import IsolatedError, run_isolated
 from harness.memory import GB
 from suites.common import check_verdict
 
+pytestmark = pytest.mark.nm_extended  # full profile (harness/plugin.py --nm-profile)
+
 MODELS = ("gpt2", "bert-base-uncased")
 BATCH, SEQ = 8, 128
 _RESULTS: dict[tuple, dict[str, Any]] = {}  # one fresh process per configuration, shared by the tests

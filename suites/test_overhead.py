@@ -28,11 +28,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
+
 from harness.isolate import IsolatedError, run_isolated
 from harness.overhead import ALLOCATOR_ENV, layers_tag, overhead_ratios
 from harness.plugin import load_options
 from harness.timing import stats_from_samples
 from harness.workloads import Workload, seed_layers, texts_of_tokens
+
+pytestmark = pytest.mark.nm_extended  # full profile (harness/plugin.py --nm-profile)
 
 TEXTS, TOKENS = 8, 128
 WARMUP, ROUNDS = 1, 8

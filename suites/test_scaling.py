@@ -14,6 +14,8 @@ from harness.memory import GB, PeakProbe
 from harness.timing import measure
 from harness.workloads import seed_layers, texts_of_tokens
 
+pytestmark = pytest.mark.nm_extended  # full profile (harness/plugin.py --nm-profile)
+
 SEQ_LENS = (16, 64, 256)
 BATCHES = (1, 4, 16)
 FIXED_SEQ, FIXED_BATCH = 64, 1

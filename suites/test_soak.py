@@ -12,6 +12,8 @@ from harness.memory import rss_bytes
 from harness.workloads import SEED_TEXTS, seed_layers
 from suites.common import check_verdict
 
+pytestmark = pytest.mark.nm_extended  # full profile (harness/plugin.py --nm-profile)
+
 CALLS, WARMUP = 1000, 50
 
 
