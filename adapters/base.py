@@ -35,7 +35,7 @@ from .errors import (
     UnsafeWeightsError,
 )
 from .families import ModelFamily
-from .layout import LayerMapping, discover_layout
+from .layout import LayerMapping, discover_layout, position_limit
 from .registry import ModelConfig, UniversalModelRegistry, facts_from_hf_config, read_config
 from .sources import ModelSource, resolve_source
 
@@ -62,6 +62,7 @@ class UniversalModelAdapter:
         self.config = config
         self.registry = registry or UniversalModelRegistry()
         self.model: nn.Module | None = None
+        self._position_limit: tuple[int, int | None] | None = None  # (id(model), limit), reset on unload
         self.tokenizer: Any = None
         self.mapping: LayerMapping | None = None
         self.source: ModelSource | None = None
@@ -239,8 +240,14 @@ class UniversalModelAdapter:
         return self.model, self.mapping
 
     def max_positions(self) -> int | None:
+        """Tokens one text may have: the config's limit, less rows a position table reserves (RoBERTa)."""
         cfg = getattr(self.model, "config", None)
-        return facts_from_hf_config(cfg)["max_positions"] if cfg is not None else None
+        if cfg is None:
+            return None
+        if self._position_limit is None or self._position_limit[0] != id(self.model):
+            configured = facts_from_hf_config(cfg)["max_positions"]
+            self._position_limit = (id(self.model), position_limit(self.model, configured))
+        return self._position_limit[1]
 
     def tokenize(self, texts: Sequence[str] | str) -> dict[str, torch.Tensor]:
         """Right-padded batch; texts longer than the model's positions are truncated with a warning."""
@@ -469,6 +476,7 @@ class UniversalModelAdapter:
         ref = weakref.ref(model)
         _remove_dispatch_hooks(model)
         self.model = self.tokenizer = self.mapping = None
+        self._position_limit = None
         del model
         memory.release_memory()
         after = memory.cuda_allocated()

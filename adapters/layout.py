@@ -372,3 +372,19 @@ def _parallel_lists(lists: list[tuple[str, nn.ModuleList]], path: str) -> dict[s
     if len(group) < 2:
         return None
     return {p.rpartition(".")[2]: list(m) for p, m in group}
+
+
+POSITION_TABLE = re.compile(r"(^|\.)(position_embeddings|embed_positions|wpe)$")
+
+
+def position_limit(model: nn.Module, configured: int | None) -> int | None:
+    """Positions a text may really use: fewer than configured where the position table reserves rows.
+
+    RoBERTa-style embeddings (RoBERTa, CodeBERT, XLM-R, MPNet, Longformer, ...) count positions from
+    `padding_idx + 1`, so a table of 514 rows takes 512 tokens; index 514 would fail deep in torch.
+    """
+    limits = [configured] if configured else []
+    for path, module in model.named_modules():
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None and POSITION_TABLE.search(path):
+            limits.append(module.num_embeddings - module.padding_idx - 1)
+    return min(limits) if limits else None

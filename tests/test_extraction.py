@@ -167,3 +167,24 @@ def test_errors_are_typed(analyzer):
     for bad in ([], [2.5], [True], ["decoder.0"], [12], [-13], "x.y"):
         with pytest.raises(InvalidLayerError):
             an.extract_activations(names["gpt2"], TEXTS, bad)
+
+
+def test_roberta_position_table_limits_tokens_before_torch_does(tmp_path):
+    """RoBERTa counts positions from padding_idx + 1: a 40-row table takes 38 tokens, and a longer text is
+    truncated with a warning instead of an index error inside the embedding."""
+    from transformers import AutoModelForMaskedLM
+
+    from adapters import MultiModelAnalyzer
+    from adapters.zoo import save_tiny_checkpoint, tiny_config, word_tokenizer
+
+    tok = word_tokenizer(True)
+    model = AutoModelForMaskedLM.from_config(tiny_config("roberta", vocab_size=len(tok), max_position_embeddings=40))
+    path = save_tiny_checkpoint(model, tok, tmp_path / "roberta")
+    an = MultiModelAnalyzer()
+    name = str(path)
+    adapter = an.load_model(name)
+    assert adapter.max_positions() == 40 - model.config.pad_token_id - 1
+    with pytest.warns(UserWarning, match="truncated"):
+        acts = an.extract_activations(name, [" ".join(["hello"] * 60)], [-1])
+    assert acts[-1].shape[1] == adapter.max_positions()
+    an.unload_model(name)
