@@ -1,8 +1,7 @@
-"""Command line: `python -m harness report RESULTS... [--out DIR]`, `python -m harness check RESULTS...`.
+"""Command line: `python -m harness report|export|check|gate|validate-gate ...` (see --help of each).
 
-Exit codes: 0 success, 1 check found problems, 2 usage error (bad arguments, no results files, unreadable input).
-A `gate` subcommand (compare a run to results/baselines/, exit non-zero on regression) is planned; it gets
-its own parser below and its own module, harness/gate.py.
+Exit codes: report/export 0 success, 2 usage error; check 0 complete, 1 problems; gate 0 pass, 1 regression,
+2 incomparable or usage error; validate-gate 0 when the gate met issue 5's counts, 1 when not, 2 usage error.
 """
 
 from __future__ import annotations
@@ -56,7 +55,13 @@ def _build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--strict-targets", action="store_true", help="every failing stated target regresses")
     gate.add_argument("--json", type=Path, default=None, help="also write the comparisons as JSON here")
 
-    # gate: add `sub.add_parser("gate", ...)` here and dispatch to harness.gate in main().
+    val = sub.add_parser("validate-gate", help="count the gate's A/A false alarms and injected-slowdown catches "
+                         "over real suite runs (exit 0 when both reach trials - 1)")
+    val.add_argument("--trials", type=int, default=20, help="pairs of each kind (20)")
+    val.add_argument("--slowdown", type=float, default=0.15, help="injected extraction slowdown (0.15)")
+    val.add_argument("--suite", default="suites/test_latency.py", help="suite file each run executes")
+    val.add_argument("--models", default="gpt2", help="--nm-models of each run (gpt2)")
+    val.add_argument("--out", type=Path, default=None, help="folder for the runs (results/gate-validation/)")
     return parser
 
 
@@ -143,6 +148,20 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     return exit_code(comparisons)
 
 
+def _cmd_validate_gate(args: argparse.Namespace) -> int:
+    from harness.gate_validation import Plan, describe, validate
+
+    if args.trials < 1 or not 0 < args.slowdown < 10:
+        print("harness validate-gate: --trials must be >= 1 and --slowdown in (0, 10)", file=sys.stderr)
+        return 2
+    plan = Plan(trials=args.trials, slowdown=args.slowdown, suite=args.suite, models=args.models)
+    if args.out is not None:
+        plan.out = args.out
+    summary = validate(plan)
+    print(describe(summary))
+    return 0 if summary["verdict"] == "pass" else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)  # exits 2 on bad arguments
@@ -154,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_check(args)
     if args.command == "gate":
         return _cmd_gate(args)
+    if args.command == "validate-gate":
+        return _cmd_validate_gate(args)
     parser.print_usage(sys.stderr)
     print("python -m harness: error: a command is required (report)", file=sys.stderr)
     return 2

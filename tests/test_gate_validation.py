@@ -1,0 +1,45 @@
+"""harness.gate_validation: the interleaved A/B sequence, its pairing and its counts (fake runs, no models)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.gate_validation import Plan, pytest_command, validate
+from tests.report_fixtures import make_run
+
+
+def _fake_runner(order: list[str], miss: set[int] = frozenset()):
+    """Writes a synthetic run per call; slowed runs are 1.15x on gpt2 unless their index is in `miss`."""
+
+    def run(plan: Plan, results: Path, slowdown: float) -> Path:
+        results.mkdir(parents=True, exist_ok=True)
+        order.append(results.name)
+        factor = 1.0 + slowdown if len(order) - 1 not in miss else 1.0
+        make_run(results, seed=len(order), slowdown=factor, scaling=False, detection=False, evil=False)
+        return results
+
+    return run
+
+
+def test_runs_interleave_and_pairs_share_their_baseline(tmp_path: Path) -> None:
+    order: list[str] = []
+    summary = validate(Plan(trials=3, out=tmp_path), runner=_fake_runner(order))
+    assert order == ["A00", "B01", "A01", "B02", "A02", "B03", "A03"]
+    assert summary["trials_run"] == 3 and summary["aa_passed"] == 3 and summary["slowdown_caught"] == 3
+    assert summary["verdict"] == "pass"
+    saved = json.loads((Path(summary["folder"]) / "summary.json").read_text())
+    assert saved["slowdown_caught"] == 3
+
+
+def test_a_missed_slowdown_counts_against_the_gate(tmp_path: Path) -> None:
+    summary = validate(Plan(trials=3, out=tmp_path), runner=_fake_runner([], miss={1, 3}))  # B01, B02 not slowed
+    assert summary["slowdown_caught"] == 1 and summary["verdict"] == "fail"
+    assert [t["slowdown"]["exit_code"] for t in summary["trials"]] == [0, 0, 1]
+
+
+def test_command_injects_the_slowdown_only_into_b_runs() -> None:
+    plan = Plan()
+    assert "--nm-inject-slowdown" not in pytest_command(plan, Path("r"), 0.0)
+    cmd = pytest_command(plan, Path("r"), 0.15)
+    assert cmd[cmd.index("--nm-inject-slowdown") + 1] == "0.15" and plan.suite in cmd
