@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness.gpu import nvml_str
+
 __all__ = ["capture_environment", "git_info"]
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -114,31 +116,28 @@ def _torch() -> dict[str, Any] | None:
 
 
 def _gpus_nvml() -> list[dict[str, Any]] | None:
-    try:
-        import pynvml
-    except Exception:
-        return None
-    try:
-        pynvml.nvmlInit()
-    except Exception:
-        return None
-    try:
+    """Every GPU the driver knows (visible to this process or not), through harness.gpu's NVML session."""
+    from harness.gpu import nvml
+
+    with nvml() as (pynvml, _reason):
+        if pynvml is None:
+            return None
         driver = pynvml.nvmlSystemGetDriverVersion()
         cuda_index = _cuda_indices_by_uuid()
         gpus = []
         for i in range(pynvml.nvmlDeviceGetCount()):
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
             mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-            uuid = _s(pynvml.nvmlDeviceGetUUID(h))
+            uuid = nvml_str(pynvml.nvmlDeviceGetUUID(h))
             cc = None
             with contextlib.suppress(Exception):
                 cc = ".".join(str(x) for x in pynvml.nvmlDeviceGetCudaComputeCapability(h))
             gpus.append(
                 {
                     "index": i,
-                    "name": _s(pynvml.nvmlDeviceGetName(h)),
+                    "name": nvml_str(pynvml.nvmlDeviceGetName(h)),
                     "uuid": uuid,
-                    "driver": _s(driver),
+                    "driver": nvml_str(driver),
                     "memory_total_bytes": int(mem.total),
                     "memory_used_bytes": int(mem.used),
                     "compute_capability": cc,
@@ -148,13 +147,6 @@ def _gpus_nvml() -> list[dict[str, Any]] | None:
                 }
             )
         return gpus
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def _cuda_indices_by_uuid() -> dict[str, int]:
@@ -187,7 +179,7 @@ def _cuda() -> dict[str, Any]:
     with gpu.nvml() as (pynvml, _reason):
         if pynvml is not None:
             with contextlib.suppress(Exception):
-                driver = _s(pynvml.nvmlSystemGetDriverVersion())
+                driver = nvml_str(pynvml.nvmlSystemGetDriverVersion())
     try:
         import torch
 

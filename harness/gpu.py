@@ -39,12 +39,14 @@ __all__ = [
     "nvml_device_memory",
     "nvml_handle_for_cuda",
     "nvml_process_memory",
+    "nvml_str",
     "process_memory_from_list",
     "torch_cuda_uuid",
 ]
 
 
-def _s(v: Any) -> str:
+def nvml_str(v: Any) -> str:
+    """NVML's strings: bytes in older nvidia-ml-py releases, str in newer ones."""
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
@@ -243,7 +245,7 @@ def measure_context_overhead(device_index: int = 0) -> dict[str, Any]:
         with contextlib.suppress(Exception):
             for i in range(pynvml.nvmlDeviceGetCount()):
                 h = pynvml.nvmlDeviceGetHandleByIndex(i)
-                before_by_uuid[_s(pynvml.nvmlDeviceGetUUID(h))] = used(h)
+                before_by_uuid[nvml_str(pynvml.nvmlDeviceGetUUID(h))] = used(h)
         import torch
 
         if not torch.cuda.is_available():

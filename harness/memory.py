@@ -13,7 +13,6 @@ nested probes correct.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import platform
@@ -252,22 +251,16 @@ def cuda_peak(device: Any = None) -> dict[str, int] | None:
 def nvml_memory(index: int = 0) -> dict[str, int] | None:
     """Device memory as the driver sees it (context included) via nvidia-ml-py; None when unavailable.
 
-    `index` is the NVML index, which can differ from torch's when CUDA_VISIBLE_DEVICES reorders devices.
+    `index` is the NVML index, which can differ from torch's when CUDA_VISIBLE_DEVICES reorders devices
+    (harness.gpu.nvml_device_memory takes torch's device and matches by UUID).
     """
-    try:
-        import pynvml
-    except Exception:
-        return None
-    try:
-        pynvml.nvmlInit()
-    except Exception:
-        return None
-    try:
-        h = pynvml.nvmlDeviceGetHandleByIndex(index)
-        m = pynvml.nvmlDeviceGetMemoryInfo(h)
+    from harness.gpu import nvml
+
+    with nvml() as (pynvml, _reason):
+        if pynvml is None:
+            return None
+        try:
+            m = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index))
+        except Exception:
+            return None
         return {"total_bytes": int(m.total), "used_bytes": int(m.used), "free_bytes": int(m.free)}
-    except Exception:
-        return None
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()

@@ -114,3 +114,8 @@ def test_two_shards_as_two_processes_cover_each_model_once_and_read_as_one_run(t
     gate = subprocess.run([sys.executable, "-m", "harness", "gate", str(results), str(results)],
                           cwd=REPO, env=pyenv, capture_output=True, text=True, timeout=300)
     assert gate.returncode == 0, gate.stdout + gate.stderr
+    # the gate really reads both files: against both shards as baseline, one shard alone misses a model
+    shard1 = next(f for f in files if json.loads(f.read_text())["environment"]["suite_options"]["shard"]["index"] == 1)
+    partial = subprocess.run([sys.executable, "-m", "harness", "gate", str(results), str(shard1)],
+                             cwd=REPO, env=pyenv, capture_output=True, text=True, timeout=300)
+    assert partial.returncode == 2 and "gpt2" in partial.stdout, partial.stdout + partial.stderr
