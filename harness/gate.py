@@ -10,7 +10,7 @@ Per record key (suite, model, metric, workload name, workload shape):
   baseline) and fails now is a regression; one that failed in both is reported as still failing
   (`--strict-targets` makes every failing target a regression).
 Improvements beyond the same thresholds are reported. Different fingerprints (model config, weights, dtype,
-device, libraries, hardware) make a pair incomparable.
+device, libraries, hardware) make a pair incomparable, and so do timings taken by different methods.
 
 Exit codes of `python -m harness gate`: 0 pass, 1 regression, 2 incomparable (nothing comparable, or a
 baseline figure with no comparable current figure) or usage error.
@@ -120,6 +120,15 @@ def _compare_values(base: Record, cur: Record, cfg: GateConfig) -> Comparison:
     return comp
 
 
+def timing_method_reasons(base: Record, cur: Record) -> list[str]:
+    """Timings taken by different methods (host clock, synchronised or not, vs CUDA events) do not compare.
+
+    A record without `stats.method` (results 1.0, or a producer that did not say) compares as before.
+    """
+    mb, mc = (base.stats or {}).get("method"), (cur.stats or {}).get("method")
+    return [f"timing method: {mb!r} != {mc!r}"] if mb and mc and mb != mc else []
+
+
 def compare(baseline: list[Record], current: list[Record], cfg: GateConfig | None = None) -> list[Comparison]:
     """One Comparison per key present in either run."""
     cfg = cfg or GateConfig()
@@ -131,6 +140,7 @@ def compare(baseline: list[Record], current: list[Record], cfg: GateConfig | Non
             comp = Comparison(key, "new", None, c.value)
         else:
             why = incomparable_reasons((b.extra or {}).get("fingerprint"), (c.extra or {}).get("fingerprint"))
+            why += timing_method_reasons(b, c)
             comp = Comparison(key, "incomparable", b.value, c.value, reasons=why) if why else \
                 _compare_values(b, c, cfg)
         if c.verdict in ("fail", "error") and c.target:

@@ -162,6 +162,21 @@ def test_every_timer_records_its_method() -> None:
     assert stats_from_samples([1.0], CUDA_EVENTS).to_dict()["method"] == CUDA_EVENTS
 
 
+def test_gate_refuses_timings_of_different_methods() -> None:
+    from harness.gate import compare
+    from harness.results import Record
+
+    def lat(method: str | None) -> Record:
+        stats = {"samples": [1.0, 1.0, 1.0]} | ({"method": method} if method else {})
+        return Record(suite="latency", model="m", metric="extraction_latency", unit="s", value=1.0, stats=stats,
+                      workload={"name": "seed"}, verdict="not_applicable")
+
+    (c,) = compare([lat(HOST_CLOCK_SYNC)], [lat(CUDA_EVENTS)])
+    assert c.outcome == "incomparable" and "timing method" in c.reasons[0]
+    assert compare([lat(HOST_CLOCK_SYNC)], [lat(HOST_CLOCK_SYNC)])[0].outcome == "pass"
+    assert compare([lat(None)], [lat(HOST_CLOCK)])[0].outcome == "pass"  # a 1.0 baseline still gates
+
+
 # ---------------------------------------------------------------- which baseline a GPU run is gated against
 
 
