@@ -31,7 +31,10 @@ def test_reclamation(benchmark, nm_model, nm_registry, nm_record, nm_device_opti
                                 "reclamation", None, "fraction", error=str(exc)))
         return
     error = None if out["weakref_dead"] else "the model object is still referenced after unload"
-    extra = {k: out[k] for k in ("before_bytes", "loaded_bytes", "after_bytes", "weakref_dead", "unload_seconds")}
+    extra = {k: out[k] for k in ("before_bytes", "loaded_bytes", "after_bytes", "weakref_dead", "unload_seconds",
+                                 "cycles", "drift_bytes")}
+    extra["definition"] = ("(RSS after load - RSS after unload) / (RSS after load - RSS before load), fresh process, "
+                           "after one warm-up cycle; the median of the measured cycles (all in `cycles`)")
     records = [nm_record("reclamation", out["info"], "reclamation", out["reclaimed_fraction"], "fraction",
                          error=error, workload=options, extra=extra)]
     if "depth" not in options:
