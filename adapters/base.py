@@ -121,6 +121,7 @@ class UniversalModelAdapter:
             kwargs["use_safetensors"] = True
         start = time.perf_counter()
         hf_config = self._load_config(src, trust_remote_code)
+        tokenizer = self._load_tokenizer(src, hf_config, trust_remote_code)  # before any weight is read
         cls = self._model_class(hf_config)
         plan: memory.DevicePlan | None = None
         created_offload: Path | None = None
@@ -165,7 +166,7 @@ class UniversalModelAdapter:
         if cast_to is not None:
             memory.cast_dispatched(model, cast_to)
         model.eval()
-        self.tokenizer = self._load_tokenizer(src, hf_config, trust_remote_code)
+        self.tokenizer = tokenizer
         self.load_seconds = time.perf_counter() - start
         self.model, self.source, self.device = model, src, main_device
         self.plan, self._offload_dir, self._cuda_baseline = plan, created_offload, cuda_baseline
@@ -228,6 +229,10 @@ class UniversalModelAdapter:
         except (OSError, ValueError) as exc:
             raise ModelSourceError(f"no usable tokenizer for {src.name!r} at {src.location}: "
                                    f"{str(exc)[:300]}") from exc
+        if len(tok) <= len(tok.all_special_tokens):  # transformers builds an empty one from config alone
+            raise ModelSourceError(f"no tokenizer files for {src.name!r} at {src.location}: the tokenizer built "
+                                   f"there has {len(tok)} token(s), all special; save the tokenizer beside the "
+                                   "weights (tokenizer.json or its vocabulary files)")
         tok.padding_side = "right"  # right padding keeps each text's positions as they are alone
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token or tok.unk_token

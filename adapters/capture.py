@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ExtractionError, InvalidLayerError
+from .errors import ExtractionError, InvalidLayerError, OutOfMemoryError
 from .layout import LayerMapping
+from .memory import is_out_of_memory
 
 
 class MissingCaptureError(ExtractionError):
@@ -246,6 +247,9 @@ def capture(
         except InvalidLayerError:
             raise
         except Exception as exc:  # hooks are gone (finally) before this surfaces
+            if is_out_of_memory(exc):
+                raise OutOfMemoryError(f"out of memory during the forward: {type(exc).__name__}: {exc}; try "
+                                       "fewer or shorter texts, a smaller dtype or device='auto'") from exc
             raise ExtractionError(f"forward pass failed while capturing: {type(exc).__name__}: {exc}") from exc
     if not clone and any(_version_of(result.values[k]) != v for k, v in versions.items()):
         # the model changed a captured tensor in place after we saw it: capture copies instead

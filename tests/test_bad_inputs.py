@@ -25,6 +25,7 @@ from adapters import (
     ModelSourceError,
     MultiModelAnalyzer,
     NeuronMapError,
+    OutOfMemoryError,
     UniversalModelRegistry,
     UnknownModelError,
     UnsafeWeightsError,
@@ -161,25 +162,36 @@ def test_input_longer_than_positions_is_truncated_with_a_warning(loaded):
              f"(gpt2, ['hello ' * {limit + 20}], [0])", warning)
 
 
+FAULTS = {  # what the block raises -> what the caller gets
+    "fault": (lambda: RuntimeError("injected fault in block 0"), ExtractionError,
+              "RuntimeError: injected fault in block 0"),
+    "oom": (lambda: torch.OutOfMemoryError("injected: tried to allocate 8 GiB"), OutOfMemoryError,
+            "out of memory during the forward"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
 @pytest.mark.parametrize("method", ["extract_activations", "get_attention_patterns"])
 @pytest.mark.parametrize("kind", ["gpt2", "bert", "t5"])
-def test_fault_mid_forward_leaves_the_model_as_it_was(loaded, monkeypatch, kind, method):
+def test_fault_mid_forward_leaves_the_model_as_it_was(loaded, monkeypatch, kind, method, fault):
     """An exception inside the forward (after hooks are in place and, for attention, eager attention is
-    switched on) surfaces as ExtractionError naming it; hooks and the attention implementation are restored."""
+    switched on) surfaces as ExtractionError naming it — OutOfMemoryError when it is one; hooks and the
+    attention implementation are restored."""
     an, names = loaded
     adapter = an.loaded_models[names[kind]]
     before = getattr(an, method)(names[kind], TEXTS, [0])
     hooks, impl = _hooks(adapter.model), adapter.model.config._attn_implementation
+    make, error, text = FAULTS[fault]
 
     def broken(*_a, **_k):
-        raise RuntimeError("injected fault in block 0")
+        raise make()
 
     block = adapter.mapping.stacks[adapter.mapping.primary].modules[0]
     monkeypatch.setattr(block, "forward", broken)  # runs after the capture hooks' pre-hooks
-    with pytest.raises(ExtractionError, match="RuntimeError: injected fault in block 0") as info:
+    with pytest.raises(error, match=text) as info:
         getattr(an, method)(names[kind], TEXTS, [0])
-    _observe(f"fault-mid-forward-{kind}-{method}", method, f"({kind}, TEXTS, [0]) with a forward that raises",
-             info.value)
+    _observe(f"{fault}-mid-forward-{kind}-{method}", method,
+             f"({kind}, TEXTS, [0]) with a forward that raises {type(make()).__name__}", info.value)
     monkeypatch.undo()
     assert _hooks(adapter.model) == hooks
     assert adapter.model.config._attn_implementation == impl
@@ -221,6 +233,7 @@ LOAD_CASES = [
     ("config-shape-mismatch", lambda d: str(d["config_shape"]), {}, ModelSourceError, "mismatched"),
     ("weights-truncated", lambda d: str(d["weights_cut"]), {}, ModelSourceError, "cannot load"),
     ("weights-empty-file", lambda d: str(d["weights_empty"]), {}, ModelSourceError, "cannot load"),
+    ("no-tokenizer-files", lambda d: str(d["no_tokenizer"]), {}, ModelSourceError, "no tokenizer files"),
 ]
 
 
@@ -254,6 +267,10 @@ def broken_dirs(tiny_dirs, tmp_path_factory):
     (d["weights_cut"] / "model.safetensors").write_bytes(weights[: len(weights) // 2])
     d["weights_empty"] = _copy(good, root / "weights_empty")
     (d["weights_empty"] / "model.safetensors").write_bytes(b"")
+    d["no_tokenizer"] = _copy(good, root / "no_tokenizer")
+    for f in d["no_tokenizer"].iterdir():
+        if f.name not in ("config.json", "model.safetensors"):
+            f.unlink()
     return d
 
 
@@ -344,7 +361,7 @@ def _render_catalogue() -> str:
 
 def test_catalogue_doc_is_current():
     """Runs last: the committed catalogue matches what the cases above observed (all of them, >= 30)."""
-    expected = len(EXTRACT_CASES) + len(LOAD_CASES) + len(REGISTRY_CASES) + 3 + 1 + 1 + 6 + 1
+    expected = len(EXTRACT_CASES) + len(LOAD_CASES) + len(REGISTRY_CASES) + 3 + 1 + 1 + 6 * len(FAULTS) + 1
     if len(OBSERVED) < expected:
         pytest.skip(f"{len(OBSERVED)} of {expected} cases ran: the catalogue is rendered from the whole module")
     assert len(OBSERVED) == expected >= 30
