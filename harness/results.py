@@ -166,11 +166,13 @@ def safe_component(name: str, max_len: int = 100) -> str:
     return s
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
+def atomic_write_json(path: str | Path, obj: Any, exclusive: bool = False) -> Path:
     """Write JSON so readers see the old file or the complete new one, never a partial one.
 
     Serialises first (strict JSON: NaN/inf rejected), then temp file in the same folder, fsync, os.replace,
     fsync of the folder. On any failure the temp file is removed and the target is untouched.
+    exclusive: never replace an existing file (a hard link is atomic and fails when the name is taken);
+    raises FileExistsError.
     """
     p = Path(path)
     text = json.dumps(obj, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
@@ -181,7 +183,11 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, p)
+        if exclusive:
+            os.link(tmp, p)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -312,10 +318,17 @@ class Run:
             if self.path is not None:
                 raise RuntimeError(f"run {self.id} is already finished ({self.path})")
             self._fill_not_measured()
-            path = self.results_dir / f"{self.id}.json"
-            atomic_write_json(path, self.to_dict(end=_utc_now()))
-            self.path = path
-            return path
+            for attempt in range(100):  # another run that drew the same id keeps its file
+                if attempt:
+                    self.id = f"{self.id.rsplit('~', 1)[0]}~{attempt}"
+                path = self.results_dir / f"{self.id}.json"
+                try:
+                    atomic_write_json(path, self.to_dict(end=_utc_now()), exclusive=True)
+                except FileExistsError:
+                    continue
+                self.path = path
+                return path
+            raise FileExistsError(f"no free results file name for run {self.id} in {self.results_dir}")
 
 
 # ---------------------------------------------------------------- reading

@@ -347,3 +347,14 @@ def test_capture_environment_never_raises(monkeypatch: pytest.MonkeyPatch) -> No
 def test_results_module_exports() -> None:
     for name in results.__all__:
         assert hasattr(results, name)
+
+
+def test_two_runs_that_draw_the_same_id_keep_both_files(tmp_path: Path) -> None:
+    """The id's random part is short; a second run with a taken id writes beside the first, never over it."""
+    first = Run.start("a", tmp_path, TargetSet([]), environment={}, run_id="20260101T000000Z-abcdef")
+    second = Run.start("b", tmp_path, TargetSet([]), environment={}, run_id="20260101T000000Z-abcdef")
+    p1, p2 = first.finish(), second.finish()
+    assert p1 != p2 and p2.name == "20260101T000000Z-abcdef~1.json"
+    assert json.loads(p1.read_text())["run"]["command"] == "a"
+    assert json.loads(p2.read_text())["run"] == {**json.loads(p2.read_text())["run"], "command": "b", "id": second.id}
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]  # no temp files left
