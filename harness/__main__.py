@@ -1,7 +1,8 @@
-"""Command line: `python -m harness report|export|check|gate|validate-gate ...` (see --help of each).
+"""Command line: `python -m harness report|export|check|gate|baseline|validate-gate ...` (see --help of each).
 
 Exit codes: report/export 0 success, 2 usage error; check 0 complete, 1 problems; gate 0 pass, 1 regression,
-2 incomparable or usage error; validate-gate 0 when the gate met issue 5's counts, 1 when not, 2 usage error.
+2 incomparable or usage error; baseline 0 written, 1 run failed (old baseline kept); validate-gate 0 when
+the gate met issue 5's counts, 1 when not, 2 usage error.
 """
 
 from __future__ import annotations
@@ -54,6 +55,13 @@ def _build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--alpha", type=float, default=0.01, help="Mann-Whitney U significance level (0.01)")
     gate.add_argument("--strict-targets", action="store_true", help="every failing stated target regresses")
     gate.add_argument("--json", type=Path, default=None, help="also write the comparisons as JSON here")
+
+    base = sub.add_parser("baseline", help="this CPU's committed baseline: `refresh` runs the main job and "
+                          "replaces results/baselines/cpu/<cpu>/; `dir RESULTS` prints the folder a run belongs to")
+    base.add_argument("action", choices=("refresh", "dir"))
+    base.add_argument("results", nargs="*", type=Path, help="for `dir`: results files or folders")
+    base.add_argument("--models", default="default", help="--nm-models of the baseline run (default)")
+    base.add_argument("--profile", default="main", choices=("main", "full"), help="suite profile (main)")
 
     val = sub.add_parser("validate-gate", help="count the gate's A/A false alarms and injected-slowdown catches "
                          "over real suite runs (exit 0 when both reach trials - 1)")
@@ -148,6 +156,25 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     return exit_code(comparisons)
 
 
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    from harness.baseline import cpu_baseline_dir, refresh
+    from harness.results import find_run_files
+
+    if args.action == "dir":
+        folder = cpu_baseline_dir(find_run_files(args.results)) if args.results else None
+        if folder is None:
+            print("harness baseline dir: give results files of one CPU model", file=sys.stderr)
+            return 2
+        print(folder)
+        return 0
+    try:
+        print(f"baseline written to {refresh(args.models, args.profile)}; commit it")
+    except RuntimeError as exc:
+        print(f"harness baseline refresh: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_validate_gate(args: argparse.Namespace) -> int:
     from harness.gate_validation import Plan, describe, validate
 
@@ -173,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_check(args)
     if args.command == "gate":
         return _cmd_gate(args)
+    if args.command == "baseline":
+        return _cmd_baseline(args)
     if args.command == "validate-gate":
         return _cmd_validate_gate(args)
     parser.print_usage(sys.stderr)
