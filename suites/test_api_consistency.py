@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from harness.coverage import parity
 from suites.common import check_verdict
 
 TEXTS = ["Hello world", "Activation extraction should behave the same way for every model family."]
@@ -49,6 +50,12 @@ def api_checks(name: str) -> tuple[dict[str, str | None], dict[str, Any]]:
     hidden = adapter.config.hidden_size
     layers = [0, n // 2, n - 1]
     analyzer.extract_activations(name, TEXTS, [0])  # transformers adds hooks of its own on a first call
+    # values against transformers' own hidden states, and padding (its output_hidden_states adds hooks too)
+    for kind, outcome in parity(adapter).items():
+        label = {"extraction": "blocks equal transformers' output_hidden_states (<= 1e-5)",
+                 "final_norm": "last block raw, transformers' last entry = final norm of it",
+                 "padded": "each text in a padded batch gets the values it gets alone"}[kind]
+        results[label] = None if outcome["status"] != "fail" else outcome["reason"]
     hooks_before = _hooks(model)
     impl_before = getattr(model.config, "_attn_implementation", None)
 
