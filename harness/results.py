@@ -166,6 +166,12 @@ def safe_component(name: str, max_len: int = 100) -> str:
     return s
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_json(path: str | Path, obj: Any, exclusive: bool = False) -> Path:
     """Write JSON so readers see the old file or the complete new one, never a partial one.
 
@@ -179,6 +185,7 @@ def atomic_write_json(path: str | Path, obj: Any, exclusive: bool = False) -> Pa
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a results file is as readable as any other
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
