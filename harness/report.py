@@ -830,10 +830,48 @@ def _trend_section(ctx: _Ctx) -> Section:
 # ---------------------------------------------------------------- the rest
 
 
+def _peers_section(ctx: _Ctx) -> Section | None:
+    """Issue 6: NeuronMap beside plain HF, TransformerLens and nnsight, one row per (model, workload, tool)."""
+    from harness.peers import side_by_side_rows
+
+    rows = side_by_side_rows(ctx.cur)
+    if not rows:
+        return None
+    table = []
+    for x in rows:
+        iqr = f"{x['q1']:.3f} – {x['q3']:.3f}" if x.get("q1") is not None and x.get("q3") is not None else "—"
+        shape = f"{x['workload']} ({x.get('texts') or '?'}×{x.get('tokens_per_text') or '?'})"
+        stopped = {True: "yes", False: "no"}.get(x.get("stopped_early"), "—")
+        ratio = Cell("not measured", title=x["note"]) if x.get("note") else Cell(_fmt(x.get("overhead_ratio"), None))
+        table.append([x["model"] or "", shape, Cell(x["tool"], code=True), ratio, Cell(iqr), stopped,
+                      Cell(_fmt(x.get("extra_peak_memory"), "GB")),
+                      Cell("—" if x.get("max_abs_diff") is None else f"{x['max_abs_diff']:.2g}"),
+                      Cell(_fmt(x.get("load_time"), "s")), Cell(_fmt(x.get("load_peak_memory"), "GB"))])
+    verdicts = [r for r in ctx.cur if r.get("suite") == "peers" and r.get("metric", "").startswith("neuronmap_lowest")]
+    vrows = [[r.get("model") or "", (r.get("workload") or {}).get("name") or "", Cell(r["metric"], code=True),
+              Cell(_fmt(r.get("value"), "bool")),
+              Cell(str((r.get("extra") or {}).get("best_other") or "—"), code=True),
+              _verdict_cell(r.get("verdict"))] for r in _sorted_models(verdicts)]
+    blocks: list[Any] = [
+        Para("Same weights, same texts, same blocks (first, middle and last), one interleaved timing run per model "
+             "and workload. Overhead ratio = median call / median bare forward (every call tokenizes; the bare "
+             "forward does not); IQR of the per-round paired ratios. Extra memory = peak RSS of one call minus that "
+             "of one bare forward, in a fresh process per tool (negative: less than the bare forward). Max abs diff "
+             "against HF output_hidden_states at real tokens. Load: the tool's own load of the same checkpoint "
+             "(the stop rows share their peer's load). Hover a “not measured” cell for the reason.", cls="note"),
+        Table(["Model", "Workload", "Tool", "Overhead ratio", "IQR", "Stopped early", "Extra memory",
+               "Max abs diff", "Load time", "Load peak"], table, md_limit=60, numeric=(3, 4, 6, 7, 8, 9)),
+    ]
+    if vrows:
+        blocks.append(Table(["Model", "Workload", "Verdict", "NeuronMap lowest", "Best other", "Target"], vrows,
+                            md_limit=30))
+    return Section("peers", "Side by side with HF, TransformerLens and nnsight", blocks)
+
+
 def _other_section(ctx: _Ctx) -> Section | None:
     shown_metrics = ("extraction_latency", "peak_memory", "reclamation")
     other = [r for r in ctx.cur if r.get("verdict") == "not_applicable" and not is_baseline(r) and not is_scaling(r)
-             and r.get("suite") != "detection" and r.get("metric") not in shown_metrics]
+             and r.get("suite") not in ("detection", "peers") and r.get("metric") not in shown_metrics]
     if not other:
         return None
     rows = [[r.get("suite") or "", r.get("model") or "all models", Cell(r["metric"], code=True),
@@ -885,6 +923,9 @@ def build_report(runs: list[dict[str, Any]], baseline_runs: list[dict[str, Any]]
     other_base = [r for r in ctx.cur if is_baseline(r) and r.get("suite") != "detection"]
     if other_base:
         sections.append(_baselines_section(ctx, other_base))
+    peers = _peers_section(ctx)
+    if peers:
+        sections.append(peers)
     sections += [_comparison_section(ctx), _trend_section(ctx)]
     other = _other_section(ctx)
     if other:
