@@ -55,6 +55,7 @@ __all__ = [
     "missing_peer",
     "overhead_verdict_rows",
     "plan",
+    "pooled_memory_rows",
     "side_by_side",
     "side_by_side_rows",
     "timing_records",
@@ -397,11 +398,14 @@ def memory_child(model: str, group: str, checkpoint: dict[str, Any], workloads: 
     """
     import importlib
 
+    from transformers import AutoTokenizer
+
     from adapters import MultiModelAnalyzer
     from adapters.memory import release_memory
     from harness.memory import PeakProbe
 
     options = dict(options or {})
+    tokenizer = None
     t0 = time.perf_counter()
     importlib.import_module(PEERS[group][0] if group in PEERS else "transformers")
     import_s = time.perf_counter() - t0
@@ -409,7 +413,11 @@ def memory_child(model: str, group: str, checkpoint: dict[str, Any], workloads: 
     release_memory()
     with PeakProbe() as probe:
         t0 = time.perf_counter()
-        loaded = (analyzer.load_model(model, **options) if group == OURS else load_peer(group, checkpoint))
+        if group == OURS:
+            loaded = analyzer.load_model(model, **options)
+        else:  # a peer's user needs the tokenizer too (NeuronMap's load includes it)
+            loaded = load_peer(group, checkpoint)
+            tokenizer = AutoTokenizer.from_pretrained(checkpoint["location"])
         load_s = time.perf_counter() - t0
     adapter = loaded if group == OURS else analyzer.load_model(model, **options)
     peers = {} if group == OURS else {group: loaded}
@@ -437,6 +445,7 @@ def memory_child(model: str, group: str, checkpoint: dict[str, Any], workloads: 
                 method = p.method
         results.append({"name": w["name"], "peaks": peaks, "bytes_returned": returned, "method": method})
         release_memory()
+    del tokenizer
     return {"group": group, "load_seconds": load_s, "load_probe": probe.to_dict(), "import_seconds": import_s,
             "workloads": results, "info": adapter.info()}
 
@@ -445,8 +454,8 @@ def memory_child(model: str, group: str, checkpoint: dict[str, Any], workloads: 
 
 GB = 1e9
 OVERHEAD_RULE = "noise band = IQR of the per-round paired ratios (tool / bare forward) of the one interleaved run"
-MEMORY_RULE = ("noise band = the spread of the repeated probes: lo = min(tool) - max(bare), "
-               "hi = max(tool) - min(bare)")
+MEMORY_RULE = ("noise band = the spread of the repeated probes: lo = min(tool) - max(bare), hi = max(tool) - "
+               "min(bare), the bare forward's probes pooled over every tool's process (the same call everywhere)")
 
 
 def workload_of(name: str, texts: int, seq_len: int, layers: Sequence[int], tool: str) -> dict[str, Any]:
@@ -496,6 +505,24 @@ def memory_rows(child: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]
     return out
 
 
+def pooled_memory_rows(children: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """memory_rows of several children (one per tool group), with each noise band widened by the bare forward's
+    spread over ALL children: the bare forward is the same call in every process, so its spread across processes
+    (measured: ~1-2 MB at 8x128) is noise of the reference each extra is taken against."""
+    per = [memory_rows(c) for c in children]
+    bare: dict[str, list[int]] = {}
+    for child in children:
+        for w in child["workloads"]:
+            bare.setdefault(w["name"], []).extend(w["peaks"][BARE])
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for rows in per:
+        for name, tools in rows.items():
+            for tool, row in tools.items():
+                out.setdefault(name, {})[tool] = {**row, "lo": min(row["tool_peaks"]) - max(bare[name]),
+                                                  "hi": max(row["tool_peaks"]) - min(bare[name])}
+    return out
+
+
 def memory_records(child: Mapping[str, Any], shapes: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """`extra_peak_memory` per (workload, tool) and `load_time` / `load_peak_memory` for the child's group.
 
@@ -520,7 +547,8 @@ def memory_records(child: Mapping[str, Any], shapes: Mapping[str, Mapping[str, A
     w = {"name": "load", "tool": group}
     common = {"import_seconds": child["import_seconds"], "load_probe": load,
               "definition": "NeuronMap: analyzer.load_model; peers: from_pretrained of the same checkpoint folder "
-                            "+ the peer's wrapper; the peer's import is timed apart (import_seconds). "
+                            "+ the peer's wrapper + AutoTokenizer.from_pretrained;"
+                            " the peer's import is timed apart (import_seconds). "
                             "transformers memory-maps safetensors, so the peak counts the weights read so far"}
     recs.append({"metric": "load_time", "value": child["load_seconds"], "unit": "s", "workload": w, "extra": common})
     recs.append({"metric": "load_peak_memory", "value": (load.get("delta_bytes") or 0) / GB, "unit": "GB",

@@ -197,3 +197,18 @@ def test_report_section_is_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "<script>alert" not in md
     assert "nnsight &lt;missing&gt;" in page  # the reason, as hover text
     assert not any(s.id == "other" and "overhead_ratio" in md_document("T", [s]) for s in sections)
+
+
+def test_pooled_memory_band_takes_the_bare_spread_of_every_process():
+    """The bare forward is the same call in every child: its spread across children widens each band."""
+    mib = 1 << 20
+    a = child("transformer_lens")
+    b = {**child("neuronmap"), "workloads": [{"name": "batch8x128", "method": "vmhwm",
+                                              "peaks": {peers.BARE: [98 * mib, 99 * mib], "neuronmap": [89 * mib] * 2},
+                                              "bytes_returned": {"neuronmap": mib}}]}
+    rows = peers.pooled_memory_rows([a, b])["batch8x128"]
+    assert rows["neuronmap"]["value"] == pytest.approx(89 * mib - 98.5 * mib)  # the value stays per process
+    assert rows["neuronmap"]["lo"] == 89 * mib - 102 * mib and rows["neuronmap"]["hi"] == 89 * mib - 98 * mib
+    v = peers.lowest_verdict(rows)
+    # -9.5 MiB vs the stop row's -11 MiB: lower only within the bare forward's 4 MiB spread across processes
+    assert v["best_other"] == "transformer_lens_stop_at_layer" and v["tie_within_noise"] and v["lowest"]
