@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from harness.coverage import parity
+from harness.plugin import load_options
 from suites.common import check_verdict
 
 TEXTS = ["Hello world", "Activation extraction should behave the same way for every model family."]
@@ -21,8 +22,9 @@ def _hooks(model: torch.nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
-def api_checks(name: str) -> tuple[dict[str, str | None], dict[str, Any]]:
-    """Run every check on one model; returns {check: None if it held, else why not} and the model's info."""
+def api_checks(name: str, **load: Any) -> tuple[dict[str, str | None], dict[str, Any]]:
+    """Run every check on one model; returns {check: None if it held, else why not} and the model's info.
+    `load` goes to load_model (models bigger than the machine run at reduced depth, real width)."""
     from adapters import (
         InvalidInputError,
         InvalidLayerError,
@@ -42,7 +44,7 @@ def api_checks(name: str) -> tuple[dict[str, str | None], dict[str, Any]]:
             results[label] = f"{type(exc).__name__}: {exc}"
 
     analyzer = MultiModelAnalyzer()
-    adapter = analyzer.load_model(name)
+    adapter = analyzer.load_model(name, **load)
     model = analyzer.loaded_models[name].model
     info = adapter.info()
     mapping = adapter.mapping
@@ -120,9 +122,10 @@ def api_checks(name: str) -> tuple[dict[str, str | None], dict[str, Any]]:
     return results, info
 
 
-def test_api_consistency(benchmark, nm_model, nm_record, nm_loaded):
+def test_api_consistency(benchmark, nm_model, nm_record, nm_loaded, nm_registry):
     nm_loaded.close()  # this check loads and unloads on its own
-    results, info = benchmark.pedantic(api_checks, args=(nm_model,), rounds=1, iterations=1)
+    results, info = benchmark.pedantic(api_checks, args=(nm_model,), kwargs=load_options(nm_registry, nm_model),
+                                       rounds=1, iterations=1)
     failed = {k: v for k, v in results.items() if v is not None}
     record = nm_record("api_consistency", info, "api_consistency", 1 - len(failed) / len(results), "fraction",
                        extra={"checks": len(results), "failed": failed})
