@@ -48,6 +48,8 @@ from harness.workloads import standard_workloads
 from suites.common import check_verdict
 from suites.test_overhead import _environment
 
+pytestmark = pytest.mark.nm_extended  # full profile (harness/plugin.py --nm-profile)
+
 ROUNDS = {"seed": 15, "batch8x128": 7}
 WARMUP = 1
 MEM_REPEATS = 2

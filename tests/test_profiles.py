@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-EXTENDED = ("test_overhead.py", "test_scaling.py", "test_context.py", "test_soak.py", "test_memory_management.py")
+EXTENDED = ("test_overhead.py", "test_scaling.py", "test_context.py", "test_soak.py", "test_memory_management.py",
+            "test_peers.py")
 MAIN = ("test_detection.py", "test_api_consistency.py", "test_latency.py", "test_memory.py",
         "test_reclamation.py", "test_alignment.py")
 
