@@ -50,7 +50,7 @@ def api_checks(name: str, **load: Any) -> tuple[dict[str, str | None], dict[str,
     mapping = adapter.mapping
     n = mapping.num_layers
     hidden = adapter.config.hidden_size
-    layers = [0, n // 2, n - 1]
+    layers = list(dict.fromkeys([0, n // 2, n - 1]))  # reduced-depth models have 2 blocks
     analyzer.extract_activations(name, TEXTS, [0])  # transformers adds hooks of its own on a first call
     # values against transformers' own hidden states, and padding (its output_hidden_states adds hooks too)
     for kind, outcome in parity(adapter).items():
