@@ -62,7 +62,7 @@ class UniversalModelAdapter:
         self.config = config
         self.registry = registry or UniversalModelRegistry()
         self.model: nn.Module | None = None
-        self._position_limit: tuple[int, int | None] | None = None  # (id(model), limit), reset on unload
+        self._max_positions: int | None = None  # set by load_model, read on every tokenize
         self.tokenizer: Any = None
         self.mapping: LayerMapping | None = None
         self.source: ModelSource | None = None
@@ -172,6 +172,7 @@ class UniversalModelAdapter:
         self.plan, self._offload_dir, self._cuda_baseline = plan, created_offload, cuda_baseline
         self.dtype = next(model.parameters()).dtype
         self.mapping = discover_layout(model)
+        self._max_positions = position_limit(model, facts_from_hf_config(hf_config)["max_positions"])
         self.config = self._config_for(name, hf_config, depth)
         return model
 
@@ -246,13 +247,7 @@ class UniversalModelAdapter:
 
     def max_positions(self) -> int | None:
         """Tokens one text may have: the config's limit, less rows a position table reserves (RoBERTa)."""
-        cfg = getattr(self.model, "config", None)
-        if cfg is None:
-            return None
-        if self._position_limit is None or self._position_limit[0] != id(self.model):
-            configured = facts_from_hf_config(cfg)["max_positions"]
-            self._position_limit = (id(self.model), position_limit(self.model, configured))
-        return self._position_limit[1]
+        return self._max_positions if self.model is not None else None
 
     def tokenize(self, texts: Sequence[str] | str) -> dict[str, torch.Tensor]:
         """Right-padded batch; texts longer than the model's positions are truncated with a warning."""
@@ -481,7 +476,7 @@ class UniversalModelAdapter:
         ref = weakref.ref(model)
         _remove_dispatch_hooks(model)
         self.model = self.tokenizer = self.mapping = None
-        self._position_limit = None
+        self._max_positions = None
         del model
         memory.release_memory()
         after = memory.cuda_allocated()

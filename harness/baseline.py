@@ -41,7 +41,7 @@ def refresh(models: str = "default", profile: str = "main", root: Path = CPU_ROO
     scratch = REPO / "results" / f".baseline-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     command = suite_command(scratch, models, profile)
     proc = subprocess.run(command, cwd=REPO)
-    files = [f for f in find_run_files([scratch])] if scratch.is_dir() else []
+    files = find_run_files([scratch]) if scratch.is_dir() else []
     if proc.returncode > 1 or len(files) != 1:
         raise RuntimeError(f"the baseline run did not complete (pytest exit {proc.returncode}, "
                            f"{len(files)} results files in {scratch}); the committed baseline is unchanged")

@@ -9,19 +9,17 @@ from typing import Any
 import pytest
 import torch
 
-from adapters import MultiModelAnalyzer
 from harness import overhead
 from harness.timing import stats_from_samples
+from tests.tiny import loaded_tiny
 
 TEXTS = ["hello world", "the cat sat on the mat and the dog sat on it"]
 
 
 @pytest.fixture(scope="module")
 def loaded(tiny_dirs):
-    an = MultiModelAnalyzer()
-    adapters = {kind: an.load_model(str(tiny_dirs[kind])) for kind in ("gpt2", "bert", "albert", "t5")}
-    yield adapters
-    an.unload_all()
+    with loaded_tiny(tiny_dirs, ("gpt2", "bert", "albert", "t5")) as adapters:
+        yield adapters
 
 
 def hook_count(model: torch.nn.Module) -> int:

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import torch
 
-from adapters import MultiModelAnalyzer
 from harness import peers
 from harness import report as report_mod
 from harness.collate import load_runs
@@ -18,16 +17,15 @@ from harness.report import build_report
 from harness.results import Run
 from harness.targets import load_targets
 from harness.timing import stats_from_samples
+from tests.tiny import loaded_tiny
 
 TEXTS = ["hello world", "the cat sat on the mat and the dog sat on it"]
 
 
 @pytest.fixture(scope="module")
 def loaded(tiny_dirs):
-    an = MultiModelAnalyzer()
-    adapters = {kind: an.load_model(str(tiny_dirs[kind])) for kind in ("gpt2", "bert", "llama", "t5")}
-    yield adapters
-    an.unload_all()
+    with loaded_tiny(tiny_dirs, ("gpt2", "bert", "llama", "t5")) as adapters:
+        yield adapters
 
 
 def nothing_installed(_name: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,3 +36,15 @@ def build_tiny(kind: str, dest: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = auto.from_config(tiny_config(model_type, vocab_size=len(tok)))
     return save_tiny_checkpoint(model, tok, dest)
+
+
+@contextmanager
+def loaded_tiny(tiny_dirs: dict[str, Path], kinds: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """{kind: adapter} of tiny checkpoints loaded in one analyzer; all unloaded afterwards."""
+    from adapters import MultiModelAnalyzer
+
+    an = MultiModelAnalyzer()
+    try:
+        yield {kind: an.load_model(str(tiny_dirs[kind])) for kind in kinds}
+    finally:
+        an.unload_all()
