@@ -12,6 +12,8 @@ ADAPTERS_DIR = Path(__file__).resolve().parent.parent / "adapters"
 # fields that must match for two records to be comparable; the adapter hash is traceability, not a blocker:
 # a change of code is exactly what a regression gate is there to judge
 COMPARABLE_KEYS = ("model_config", "weights", "dtype", "device", "libraries", "hardware")
+# compared only when both fingerprints carry them (records written before they existed still compare)
+OPTIONAL_KEYS = ("runtime",)
 
 
 @functools.lru_cache(maxsize=1)
@@ -43,6 +45,9 @@ def fingerprint(environment: dict[str, Any], info: dict[str, Any]) -> dict[str, 
             "gpus": [{k: g.get(k) for k in ("name", "driver")} for g in gpus if g.get("cuda_index") is not None
                      or g.get("source") == "torch"],
         },
+        # how the process ran the work: intra-op threads and the allocator's thresholds both move timings
+        "runtime": {"torch_threads": (environment.get("torch") or {}).get("threads"),
+                    "malloc": (environment.get("malloc") or {}).get("mode")},
     }
 
 
@@ -50,4 +55,5 @@ def incomparable_reasons(a: dict[str, Any] | None, b: dict[str, Any] | None) -> 
     """Why two fingerprints are not comparable (empty when they are); missing fingerprints compare."""
     if not a or not b:
         return []
-    return [f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in COMPARABLE_KEYS if a.get(k) != b.get(k)]
+    keys = COMPARABLE_KEYS + tuple(k for k in OPTIONAL_KEYS if k in a and k in b)
+    return [f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]

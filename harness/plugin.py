@@ -103,6 +103,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "memory, reclamation, token alignment; full: also the suites marked nm_extended "
                          "(overhead ratios, scaling, context length, soak, memory management, peers). An "
                          "extended suite named on the command line runs in either profile")
+    group.addoption("--nm-malloc", choices=("pinned", "default"), default="pinned",
+                    help="pinned (default): fix glibc's mmap/trim thresholds for the run (harness.memory.pin_malloc) "
+                         "so timings do not depend on the process's allocation history; default: leave glibc's "
+                         "dynamic thresholds. Recorded in each record's fingerprint: the two do not compare")
     group.addoption("--nm-shard", type=parse_shard, default=None, metavar="I/N",
                     help="run shard I of N: models dealt round-robin over their sorted names (1-based); "
                          "give every shard's results to `harness report`/`harness gate` as one run")
@@ -156,6 +160,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "profile": config.getoption("nm_profile"),
         "shard": None if shard is None else {"index": shard[0], "count": shard[1], "models": None},
     }
+    run.environment["malloc"] = _malloc(config.getoption("nm_malloc"))
     slowdown = config.getoption("nm_inject_slowdown")
     if slowdown:
         _inject_slowdown(slowdown)
@@ -163,6 +168,16 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("benchmark") and getattr(config.option, "benchmark_json", None) is None:
         # pytest-benchmark's own JSON (all raw timings) sits beside ours, same run id
         config.option.benchmark_json = _JsonTarget(results_dir / f"{run.id}.benchmark.json")
+
+
+def _malloc(mode: str) -> dict[str, Any]:
+    """Apply --nm-malloc before any model loads; what the run's records say about the allocator."""
+    from harness.memory import pin_malloc
+
+    if mode == "pinned":
+        applied = pin_malloc()
+        return {"mode": "pinned", **applied} if applied else {"mode": "unavailable (no glibc)"}
+    return {"mode": "default"}
 
 
 def _inject_slowdown(fraction: float) -> None:

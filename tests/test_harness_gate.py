@@ -66,6 +66,14 @@ def test_different_fingerprint_is_incomparable():
     assert exit_code(comps) == 2
 
 
+def test_runtime_compares_only_when_both_records_carry_it():
+    pinned = {**FP, "runtime": {"torch_threads": 2, "malloc": "pinned"}}
+    default = {**FP, "runtime": {"torch_threads": 2, "malloc": "default"}}
+    comps = compare([lat(noisy(1.0), fp=pinned)], [lat(noisy(1.0), fp=default)])
+    assert comps[0].outcome == "incomparable" and "runtime" in comps[0].reasons[0]
+    assert compare([lat(noisy(1.0))], [lat(noisy(1.0), fp=pinned)])[0].outcome == "pass"  # older record
+
+
 def test_missing_current_figure_is_incomparable():
     comps = compare([lat(noisy(1.0)), mem(1.0)], [mem(1.0)])
     assert {c.outcome for c in comps} == {"pass", "incomparable"} and exit_code(comps) == 2

@@ -38,13 +38,17 @@ def test_rss_readers_give_plausible_bytes() -> None:
 
 
 @pytest.mark.skipif(not _CLEAR_REFS_OK, reason="/proc/self/clear_refs not writable")
-def test_peak_probe_catches_200mb_transient_exactly() -> None:
-    _transient(SIZE)  # first touch of the allocator path outside the probe
+@pytest.mark.parametrize("size", [16 * MB, 64 * MB, SIZE, 1000 * MB])
+def test_peak_probe_catches_a_transient_within_issue_tolerance(size: int) -> None:
+    """A known allocation, freed before the probe ends (a spike between two readings): its peak is seen to
+    within max(2 %, 2 MB), issue 5's tolerance."""
+    _transient(size)  # first touch of the allocator path outside the probe
+    malloc_trim()  # as the suites' probes do: freed heap pages go back, so the allocation is new resident memory
     with PeakProbe() as p:
-        _transient(SIZE)
+        _transient(size)
     assert p.method == "vmhwm"
     assert p.baseline_bytes is not None and p.peak_bytes is not None
-    assert abs(p.delta_bytes - SIZE) <= TOL, p.to_dict()
+    assert abs(p.delta_bytes - size) <= max(0.02 * size, TOL), p.to_dict()
     # memory was freed again: the end RSS is back near the baseline
     assert p.end_bytes is not None and p.end_bytes - p.baseline_bytes < 50 * MB
 
@@ -86,6 +90,40 @@ def test_malloc_trim_returns_bool() -> None:
     assert isinstance(got, bool)
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         assert got is True
+
+
+_GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
+@pytest.mark.skipif(not _GLIBC, reason="mallopt is glibc's")
+def test_pin_malloc_reuses_freed_blocks_without_page_faults() -> None:
+    """In a fresh process (the thresholds cannot be unset): after pinning, a freed 8 MB block is reused, so
+    allocating it again does not fault its pages in again."""
+    code = textwrap.dedent("""
+        import resource
+        from harness.memory import PINNED_MALLOC, pin_malloc
+        assert pin_malloc() == PINNED_MALLOC
+        def faults():
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        b = bytearray(8_000_000); del b
+        f0 = faults()
+        for _ in range(20):
+            b = bytearray(8_000_000); del b
+        print(faults() - f0)
+    """)
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent).stdout.splitlines()
+    pages = 20 * 8_000_000 // 4096
+    assert int(out[0]) < pages // 100, f"{out[0]} page faults for 20 reallocations ({pages} pages)"
+
+
+@pytest.mark.parametrize("bad", [{"mmap_thresh": 1}, {"mmap_threshold": 0}, {"trim_threshold": 2**31},
+                                 {"trim_threshold": "512M"}])
+def test_pin_malloc_rejects_bad_settings_before_applying_any(bad: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
+        memory.pin_malloc(bad)
 
 
 def test_cuda_helpers_are_none_without_torch(monkeypatch: pytest.MonkeyPatch) -> None:
