@@ -35,6 +35,13 @@ FAMILY_COLORS = {
     "domain_specific": "#937860",
 }
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+
+
+def line_style(i: int) -> dict[str, str]:
+    """Colour and marker of the i-th line: the marker shifts each time the colours wrap, so no two of the first
+    len(SERIES_COLORS) * len(MARKERS) lines look alike."""
+    return {"color": SERIES_COLORS[i % len(SERIES_COLORS)],
+            "marker": MARKERS[(i + i // len(SERIES_COLORS)) % len(MARKERS)]}
 TARGET_COLOR = "#C44E52"
 DPI = 110
 
@@ -487,8 +494,7 @@ def trend_chart(series: list[dict[str, Any]], run_labels: list[str], per_panel: 
         vals = [v for s in sel for _, v in s["points"] if v is not None and v > 0]
         for i, s in enumerate(sel):
             pts = sorted(s["points"])
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=MARKERS[i % len(MARKERS)],
-                    color=SERIES_COLORS[i % len(SERIES_COLORS)], linewidth=1.4, markersize=5,
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], **line_style(i), linewidth=1.4, markersize=5,
                     label=textwrap.fill(s["label"], 48))
         if vals and kind == "latency" and max(vals) / min(vals) > 30:
             _log_y(ax, min(vals), max(vals))

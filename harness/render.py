@@ -170,7 +170,7 @@ th,td{border:1px solid #d9dde4;padding:4px 8px;vertical-align:top;text-align:lef
 th{background:#eef1f5;font-weight:600;position:sticky;top:0}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 code,td.code{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:12px}
-td.code{white-space:nowrap}
+td.code{white-space:nowrap}td.code.wrap{white-space:normal;overflow-wrap:anywhere;min-width:24em}
 .v-pass{background:#e3f4e6;color:#14532d;font-weight:600}.v-fail{background:#fde2e1;color:#8b1a1a;font-weight:600}
 .v-error{background:#fff0d6;color:#7a4b00;font-weight:600}.v-not_measured{background:#eceef1;color:#555}
 .v-not_applicable{color:#666}.o-regression,.o-target_fail{background:#fde2e1;color:#8b1a1a;font-weight:600}
@@ -187,6 +187,9 @@ td[title]{cursor:help}td.code[title],td.num[title]{text-decoration:underline dot
 """
 
 
+WRAP_CODE_CHARS = 60  # longer code cells wrap anywhere instead of running off the page
+
+
 def _esc(s: object) -> str:
     return html.escape(str(s), quote=True)
 
@@ -197,7 +200,9 @@ def _html_text(s: object) -> str:
 
 def _html_cell(c: Cell | str, numeric: bool) -> str:
     cell = c if isinstance(c, Cell) else Cell(str(c))
-    classes = [x for x in (cell.cls, "num" if numeric else None, "code" if cell.code else None) if x]
+    long_code = cell.code and len(cell.text or "") > WRAP_CODE_CHARS  # a command line: wrap, do not widen the page
+    classes = [x for x in (cell.cls, "num" if numeric else None, "code" if cell.code else None,
+                           "wrap" if long_code else None) if x]
     attrs = f' class="{_esc(" ".join(classes))}"' if classes else ""
     if cell.title:
         attrs += f' title="{_esc(cell.title)}"'

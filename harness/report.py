@@ -181,6 +181,8 @@ def _env_line(run: dict[str, Any]) -> str:
         f"transformers {pk.get('transformers') or '?'}",
         ", ".join(str(g.get("name")) for g in gpus) if gpus else "no GPU",
     ]
+    if env.get("malloc"):
+        parts.append(f"malloc {env['malloc'].get('mode')}")
     return "; ".join(parts)
 
 
@@ -803,11 +805,14 @@ def _trend_section(ctx: _Ctx) -> Section:
         return Section("trend", "Trend over runs", [Para(
             f"{len(ctx.runs)} runs given, but no latency or peak-memory figure was measured in two of them.",
             cls="note")])
+    # a run with no figure here (a scaling-only run, say) gets no empty column on the x axis
+    used = sorted({i for s in multi for i in s["points"]})
+    column = {run_index: x for x, run_index in enumerate(used)}
     for s in multi:
-        s["points"] = sorted(s["points"].items())
+        s["points"] = sorted((column[i], v) for i, v in s["points"].items())
     blocks: list[Any] = []
     img = ctx.image("trend", "trend.png", "Trend over runs",
-                    plots.trend_chart(multi, [_run_label(r) for r in ctx.runs]))
+                    plots.trend_chart(multi, [_run_label(ctx.runs[i]) for i in used]))
     if img:
         blocks.append(img)
     rows = []

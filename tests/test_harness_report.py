@@ -230,3 +230,30 @@ def test_module_entry_point_runs(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     r = subprocess.run([sys.executable, "-m", "harness"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 2 and "command is required" in r.stderr
+
+
+def test_trend_gives_no_column_to_a_run_without_its_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            no_charts: None) -> None:
+    import json
+
+    make_history(tmp_path / "h", n=2)
+    scaling_only = make_run(tmp_path / "h", seed=7, run_id="20260101T000009Z-000009")
+    data = json.loads(scaling_only.read_text())
+    data["records"] = [r for r in data["records"] if r["metric"] not in ("extraction_latency", "peak_memory")]
+    scaling_only.write_text(json.dumps(data))
+    seen: dict = {}
+
+    def capture(series: list, labels: list[str], **_: object) -> None:
+        seen.update(labels=labels, xs={x for s in series for x, _v in s["points"]})
+
+    monkeypatch.setattr(report_mod.plots, "trend_chart", capture)
+    write_report([tmp_path / "h"], tmp_path / "out")
+    assert len(seen["labels"]) == 2 and not any("000009" in label for label in seen["labels"])
+    assert seen["xs"] == {0, 1}
+
+
+def test_line_styles_do_not_repeat_within_the_palette() -> None:
+    from harness.plots import MARKERS, SERIES_COLORS, line_style
+
+    n = len(MARKERS) * len(SERIES_COLORS)
+    assert len({tuple(sorted(line_style(i).items())) for i in range(n)}) == n
