@@ -46,7 +46,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     chk = sub.add_parser("check", help="exit 1 when a run has error verdicts or misses (suite, model) records")
     chk.add_argument("results", nargs="+", type=Path, help="results files or folders (the newest file is checked)")
-    chk.add_argument("--models", default=None, help="comma list of models that must have a record per suite")
+    chk.add_argument("--models", default=None,
+                     help="models that must have a record per suite: the --nm-models SPEC (default, all, "
+                          "family:NAME, or a comma list)")
 
     gate = sub.add_parser("gate", help="compare CURRENT with BASELINE; exit 0 pass, 1 regression, 2 incomparable")
     gate.add_argument("baseline", type=Path, help="baseline results file or folder (all runs in it: one run)")
@@ -126,7 +128,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"harness check: {e}", file=sys.stderr)
         return 2
-    models = [m.strip() for m in args.models.split(",")] if args.models else None
+    models = None
+    if args.models:
+        from adapters import NeuronMapError, UniversalModelRegistry
+
+        try:  # the same SPEC as --nm-models: default, all, family:NAME or a comma list
+            models = UniversalModelRegistry().select(args.models)
+        except NeuronMapError as e:
+            print(f"harness check: --models {args.models!r}: {e}", file=sys.stderr)
+            return 2
     problems = check_run(path, models)
     for p in problems:
         print(f"harness check: {p}", file=sys.stderr)
