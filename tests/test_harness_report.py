@@ -257,3 +257,10 @@ def test_line_styles_do_not_repeat_within_the_palette() -> None:
 
     n = len(MARKERS) * len(SERIES_COLORS)
     assert len({tuple(sorted(line_style(i).items())) for i in range(n)}) == n
+
+
+def test_long_code_cells_wrap_short_ones_do_not() -> None:
+    from harness.render import WRAP_CODE_CHARS, _html_cell
+
+    assert 'class="code wrap"' in _html_cell(Cell("pytest " + "x" * WRAP_CODE_CHARS, code=True), False)
+    assert 'class="code"' in _html_cell(Cell("gpt2", code=True), False)
