@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import platform
 import threading
 from types import TracebackType
@@ -180,13 +181,18 @@ class PeakProbe:
         }
 
 
+@functools.lru_cache(maxsize=1)
 def _glibc() -> Any | None:
-    """glibc through ctypes, or None where it is absent (non-Linux, musl)."""
+    """glibc through ctypes with the two calls typed, or None where it is absent (non-Linux, musl).
+
+    Cached: find_library runs a subprocess, and malloc_trim is called after every unload and probe.
+    """
     if platform.system() != "Linux":
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim, libc.mallopt  # noqa: B018 - both must exist
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     except (OSError, AttributeError):
         return None
     return libc
@@ -201,13 +207,11 @@ def malloc_trim() -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    libc.malloc_trim.argtypes = [ctypes.c_size_t]
-    libc.malloc_trim.restype = ctypes.c_int
     libc.malloc_trim(0)
     return True
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers (malloc.h)
+_MALLOPT_PARAMS = {"mmap_threshold": -3, "trim_threshold": -1}  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD (malloc.h)
 MiB = 1 << 20
 PINNED_MALLOC = {"mmap_threshold": 32 * MiB, "trim_threshold": 512 * MiB}
 
@@ -226,18 +230,16 @@ def pin_malloc(settings: dict[str, int] | None = None) -> dict[str, int] | None:
     """
     applied = dict(PINNED_MALLOC if settings is None else settings)
     for name, value in applied.items():
-        if name not in PINNED_MALLOC:
-            raise ValueError(f"pin_malloc: unknown setting {name!r} (known: {', '.join(PINNED_MALLOC)})")
+        if name not in _MALLOPT_PARAMS:
+            raise ValueError(f"pin_malloc: unknown setting {name!r} (known: {', '.join(_MALLOPT_PARAMS)})")
         if not isinstance(value, int) or not 0 < value < 2**31:
             raise ValueError(f"pin_malloc: {name} must be a positive int below 2**31 bytes, got {value!r}")
     libc = _glibc()
     if libc is None:
         return None
-    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    libc.mallopt.restype = ctypes.c_int
-    for name, param in (("mmap_threshold", _M_MMAP_THRESHOLD), ("trim_threshold", _M_TRIM_THRESHOLD)):
-        if name in applied and not libc.mallopt(param, int(applied[name])):
-            raise ValueError(f"glibc refused mallopt {name}={applied[name]}")
+    for name, value in applied.items():
+        if not libc.mallopt(_MALLOPT_PARAMS[name], value):
+            raise ValueError(f"glibc refused mallopt {name}={value}")
     return applied
 
 

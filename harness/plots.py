@@ -35,6 +35,8 @@ FAMILY_COLORS = {
     "domain_specific": "#937860",
 }
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+TARGET_COLOR = "#C44E52"
+DPI = 110
 
 
 def line_style(i: int) -> dict[str, str]:
@@ -42,8 +44,6 @@ def line_style(i: int) -> dict[str, str]:
     len(SERIES_COLORS) * len(MARKERS) lines look alike."""
     return {"color": SERIES_COLORS[i % len(SERIES_COLORS)],
             "marker": MARKERS[(i + i // len(SERIES_COLORS)) % len(MARKERS)]}
-TARGET_COLOR = "#C44E52"
-DPI = 110
 
 
 def _png(fig: Figure) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 import textwrap
 import time
@@ -111,8 +112,6 @@ def test_pin_malloc_reuses_freed_blocks_without_page_faults() -> None:
             b = bytearray(8_000_000); del b
         print(faults() - f0)
     """)
-    import subprocess
-
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent).stdout.splitlines()
     pages = 20 * 8_000_000 // 4096

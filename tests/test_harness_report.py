@@ -7,6 +7,7 @@ built once per module, the other tests stub the charts out to stay fast.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import subprocess
@@ -234,8 +235,6 @@ def test_module_entry_point_runs(tmp_path: Path) -> None:
 
 def test_trend_gives_no_column_to_a_run_without_its_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             no_charts: None) -> None:
-    import json
-
     make_history(tmp_path / "h", n=2)
     scaling_only = make_run(tmp_path / "h", seed=7, run_id="20260101T000009Z-000009")
     data = json.loads(scaling_only.read_text())
