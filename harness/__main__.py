@@ -55,6 +55,9 @@ def _build_parser() -> argparse.ArgumentParser:
     gate.add_argument("current", type=Path, help="current results file or folder (shards of one run)")
     gate.add_argument("--latency-threshold", type=float, default=0.10, help="relative median slowdown (0.10)")
     gate.add_argument("--alpha", type=float, default=0.01, help="Mann-Whitney U significance level (0.01)")
+    gate.add_argument("--latency-basis", choices=("reference", "raw"), default="reference",
+                      help="judge latency per round relative to the model's own forward timed in the same rounds "
+                           "(reference, default; raw where a run has no reference) or on raw samples (raw)")
     gate.add_argument("--strict-targets", action="store_true", help="every failing stated target regresses")
     gate.add_argument("--json", type=Path, default=None, help="also write the comparisons as JSON here")
 
@@ -158,7 +161,8 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     if not baseline or not current:
         print("harness gate: no records in " + ("baseline" if not baseline else "current"), file=sys.stderr)
         return 2
-    cfg = GateConfig(latency_threshold=args.latency_threshold, alpha=args.alpha, strict_targets=args.strict_targets)
+    cfg = GateConfig(latency_basis=args.latency_basis, latency_threshold=args.latency_threshold, alpha=args.alpha,
+                     strict_targets=args.strict_targets)
     comparisons = compare(baseline, current, cfg)
     print(summarize(comparisons))
     if args.json:

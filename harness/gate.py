@@ -1,9 +1,14 @@
 """Noise-aware regression gate: compare a current run with a baseline, like with like.
 
 Per record key (suite, model, metric, workload name, workload shape):
-- latency (lower is better) regresses only when the median is >= `latency_threshold` worse AND the raw
+- latency (lower is better) regresses only when the median is >= `latency_threshold` worse AND the
   samples differ significantly (two-sided Mann-Whitney U, p < `alpha`) — a fixed percentage alone flags
-  noise, a test alone flags trivial shifts;
+  noise, a test alone flags trivial shifts. When both records carry a machine-speed reference timed in the
+  same rounds (`stats.reference`, harness.reference) the samples judged are the per-round ratios
+  extraction / reference (`latency_basis="reference"`, the default), so a machine that runs slower or faster
+  than when the baseline was measured does not read as a change of the code; the raw change and the machine's
+  change (the reference's) are reported beside it. Without a reference on both sides, or with
+  `latency_basis="raw"`, the raw samples are judged;
 - memory (lower is better) regresses beyond max(+3 %, +32 MB);
 - reclamation and accuracy (higher is better) regress when they drop by more than `fraction_tolerance`;
 - stated targets are hard floors whatever the baseline: a target that passed in the baseline (or has no
@@ -30,8 +35,12 @@ HIGHER_IS_BETTER_UNITS = ("fraction",)
 MB = 1e6
 
 
+LATENCY_BASES = ("reference", "raw")
+
+
 @dataclass
 class GateConfig:
+    latency_basis: str = "reference"  # one of LATENCY_BASES
     latency_threshold: float = 0.10
     alpha: float = 0.01
     memory_fraction: float = 0.03
@@ -49,12 +58,15 @@ class Comparison:
     change: float | None = None
     p_value: float | None = None
     reasons: list[str] = field(default_factory=list)
+    basis: str | None = None  # latency only: "reference" (per-round ratio judged) or "raw"
+    judged_change: float | None = None  # latency only: the median change the verdict was taken on
 
     def to_dict(self) -> dict[str, Any]:
         suite, model, metric, workload, _shape = self.key
         return {"suite": suite, "model": model, "metric": metric, "workload": workload, "outcome": self.outcome,
                 "baseline": self.baseline, "current": self.current, "change": self.change,
-                "p_value": self.p_value, "reasons": self.reasons}
+                "p_value": self.p_value, "basis": self.basis, "judged_change": self.judged_change,
+                "reasons": self.reasons}
 
 
 def record_key(r: Record) -> tuple[Any, ...]:
@@ -81,6 +93,51 @@ def mann_whitney_p(a: list[float], b: list[float]) -> float | None:
     return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
 
 
+def reference_samples(r: Record) -> tuple[str | None, list[float]]:
+    """(kind, samples) of a record's machine-speed reference; (None, []) when it has none."""
+    ref = (r.stats or {}).get("reference") or {}
+    return ref.get("kind"), list(ref.get("samples") or [])
+
+
+def relative_samples(r: Record) -> list[float] | None:
+    """Per-round extraction / reference ratios; None when the record has no usable reference."""
+    samples = list((r.stats or {}).get("samples") or [])
+    _, ref = reference_samples(r)
+    if not samples or len(ref) != len(samples) or not all(x > 0 for x in ref):
+        return None
+    return [s / x for s, x in zip(samples, ref, strict=True)]
+
+
+def _latency(base: Record, cur: Record, cfg: GateConfig, comp: Comparison) -> None:
+    """Judge one latency pair: on per-round ratios to the reference when both have one, else on raw samples."""
+    bs = (base.stats or {}).get("samples") or []
+    cs = (cur.stats or {}).get("samples") or []
+    bm = median(bs) if bs else base.value
+    cm = median(cs) if cs else cur.value
+    raw = (cm - bm) / bm if bm else 0.0
+    text = f"median {bm:.4g} s -> {cm:.4g} s ({raw:+.1%})"
+    br, cr = relative_samples(base), relative_samples(cur)
+    same_kind = reference_samples(base)[0] == reference_samples(cur)[0]
+    if cfg.latency_basis == "reference" and br and cr and same_kind:
+        comp.basis, judged_b, judged_c = "reference", br, cr
+        rb, rc = median(reference_samples(base)[1]), median(reference_samples(cur)[1])
+        rel = median(cr) / median(br) - 1
+        text += (f"; relative to the reference ({reference_samples(cur)[0]}, same rounds) {rel:+.1%}; "
+                 f"machine speed: reference {rb:.4g} s -> {rc:.4g} s ({(rc - rb) / rb:+.1%})")
+    else:
+        comp.basis, judged_b, judged_c, rel = "raw", bs, cs, raw
+        if cfg.latency_basis == "reference" and (br or cr):
+            text += "; judged raw: " + ("reference kinds differ" if br and cr else "only one run has a reference")
+    comp.judged_change = rel
+    comp.p_value = mann_whitney_p(judged_b, judged_c)
+    significant = comp.p_value is not None and comp.p_value < cfg.alpha
+    if significant and rel >= cfg.latency_threshold:
+        comp.outcome = "regression"
+    elif significant and rel <= -cfg.latency_threshold:
+        comp.outcome = "improvement"
+    comp.reasons.append(f"{text}, p={comp.p_value}")
+
+
 def _compare_values(base: Record, cur: Record, cfg: GateConfig) -> Comparison:
     key = record_key(cur)
     b, c = base.value, cur.value
@@ -92,18 +149,7 @@ def _compare_values(base: Record, cur: Record, cfg: GateConfig) -> Comparison:
     comp.change = (c - b) / abs(b) if b else None
     kind = LOWER_IS_BETTER.get(cur.unit)
     if kind == "latency":
-        bs = (base.stats or {}).get("samples") or []
-        cs = (cur.stats or {}).get("samples") or []
-        bm = median(bs) if bs else b
-        cm = median(cs) if cs else c
-        rel = (cm - bm) / bm if bm else 0.0
-        comp.p_value = mann_whitney_p(bs, cs)
-        significant = comp.p_value is not None and comp.p_value < cfg.alpha
-        if significant and rel >= cfg.latency_threshold:
-            comp.outcome = "regression"
-        elif significant and rel <= -cfg.latency_threshold:
-            comp.outcome = "improvement"
-        comp.reasons.append(f"median {bm:.4g} s -> {cm:.4g} s ({rel:+.1%}), p={comp.p_value}")
+        _latency(base, cur, cfg, comp)
     elif kind == "memory":
         allowed = max(cfg.memory_fraction * abs(b), cfg.memory_floor_bytes / 1e9)
         if c - b > allowed:
@@ -132,6 +178,8 @@ def timing_method_reasons(base: Record, cur: Record) -> list[str]:
 def compare(baseline: list[Record], current: list[Record], cfg: GateConfig | None = None) -> list[Comparison]:
     """One Comparison per key present in either run."""
     cfg = cfg or GateConfig()
+    if cfg.latency_basis not in LATENCY_BASES:
+        raise ValueError(f"latency_basis must be one of {', '.join(LATENCY_BASES)}, got {cfg.latency_basis!r}")
     base, cur = _by_key(baseline), _by_key(current)
     out: list[Comparison] = []
     for key, c in cur.items():

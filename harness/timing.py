@@ -35,6 +35,7 @@ __all__ = [
     "measure",
     "stats_from_samples",
     "synchronized",
+    "time_once",
     "timer_info",
     "timing_method",
 ]
@@ -141,7 +142,7 @@ def _check_counts(rounds: int, warmup: int) -> None:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
 
 
-def _time_once(fn: Callable[[], Any], sync: Callable[[], Any] | None) -> float:
+def time_once(fn: Callable[[], Any], sync: Callable[[], Any] | None = None) -> float:
     """One timed call. `sync` runs before the clock starts (drain queued device work) and before it stops."""
     if sync is not None:
         sync()
@@ -160,11 +161,13 @@ def measure(
     warmup: int,
     setup: Callable[[], Any] | None = None,
     sync: Callable[[], Any] | None = None,
+    teardown: Callable[[], Any] | None = None,
 ) -> TimingStats:
     """Time `fn()` `rounds` times after `warmup` untimed calls.
 
-    `setup()` runs before every call (warm-up included) outside the timed region; its return value is
-    ignored. `sync` (e.g. `torch.cuda.synchronize`) makes asynchronous device work count.
+    `setup()` runs before every call and `teardown()` after it (warm-up included), both outside the timed
+    region; their return values are ignored. `sync` (e.g. `torch.cuda.synchronize`) makes asynchronous device
+    work count.
     A collection is forced before the first timed round so garbage from warm-up is not billed to round 1;
     gc stays enabled during rounds because real users pay for it too.
     """
@@ -173,6 +176,8 @@ def measure(
         if setup is not None:
             setup()
         fn()
+        if teardown is not None:
+            teardown()
     if sync is not None:
         sync()
     gc.collect()
@@ -180,7 +185,9 @@ def measure(
     for _ in range(rounds):
         if setup is not None:
             setup()
-        samples.append(_time_once(fn, sync))
+        samples.append(time_once(fn, sync))
+        if teardown is not None:
+            teardown()
     return stats_from_samples(samples, timing_method(sync))
 
 
@@ -212,7 +219,7 @@ def interleaved(
     for r in range(rounds):
         k = r % n
         for name in names[k:] + names[:k]:
-            samples[name].append(_time_once(fns[name], sync))
+            samples[name].append(time_once(fns[name], sync))
     return {name: stats_from_samples(samples[name], timing_method(sync)) for name in names}
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from harness.reference import RoundReference, model_forward
 from harness.timing import cuda_devices, device_sync, measure, stats_from_samples, synchronized, timing_method
 from harness.workloads import WORKLOAD_NAMES, workload_by_name
 from suites.common import check_verdict
@@ -37,19 +38,21 @@ def test_extraction_latency(benchmark, nm_model, workload, nm_loaded, nm_record)
     sync = device_sync(devices)
     sync_text = f" + torch.cuda.synchronize({', '.join(devices)}) inside each timed call" if sync else ""
     benchmark.extra_info.update(model=nm_model, workload=workload, cuda_sync=devices or None)
+    reference = RoundReference(model_forward(adapter, texts), sync)
     if sync is not None:
         sync()  # start the first round with an empty queue; every round ends synchronised
     result = benchmark.pedantic(synchronized(adapter.extract_activations, sync), args=(texts, layers),
-                                rounds=rounds, warmup_rounds=warmup, iterations=1)
+                                teardown=reference, rounds=rounds, warmup_rounds=warmup, iterations=1)
     seq = int(result.input_ids.shape[1])
     if benchmark.enabled:
         stats = stats_from_samples(list(benchmark.stats.stats.data), timing_method(sync)).to_dict()
         timer = "pytest-benchmark (time.perf_counter)" + sync_text
     else:  # --benchmark-disable: measure with the harness's own timer
         stats = measure(lambda: adapter.extract_activations(texts, layers), rounds=rounds, warmup=warmup,
-                        sync=sync).to_dict()
+                        teardown=reference, sync=sync).to_dict()
         timer = "harness.timing (time.perf_counter_ns)" + (sync_text.replace("inside each timed call",
                                                                              "before and after each call"))
+    stats["reference"] = reference.for_rounds(rounds)
     record = nm_record("latency", adapter.info(), "extraction_latency", stats["median"], "s",
                        workload=w.describe(tokens_per_text=seq), stats=stats,
                        extra={"timer": timer, "timing_method": stats["method"], "cuda_synchronized": devices,
