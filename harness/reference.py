@@ -4,12 +4,17 @@ Why: on a shared machine the same code in two processes a minute apart can diffe
 the project's 2-core VM: gpt2's one-text extraction moved -30 %..+43 % between consecutive runs while the
 8 x 128-token batch moved about 12 %). A statistic taken inside one run cannot see that, so a gate that
 compares raw medians of two runs raises false alarms. The reference is timed right after each extraction
-round on the same loaded weights and the same device, so it sees the same machine state; the gate then judges
-the per-round ratio extraction / reference, in which machine speed cancels.
+round on the same loaded weights, the same device and the same texts, so it sees the same machine state; the
+gate then judges the per-round ratio extraction / reference, in which machine speed cancels.
+
+Why the same texts, not a cheaper subset: a forward of the batch's first text alone settled per model load in
+one of two speeds (gpt2 1 x 128 tokens: 137-149 ms or 162-172 ms), which the 8 x 128 extraction did not
+follow, so the ratio jumped by 17 % between identical runs; the forward of the whole batch tracked the
+extraction within 1 % in six fresh processes (extraction / forward 0.997-1.009).
 
 What the reference is, and why it is independent of the code under test: transformers' own forward of the
-model (`base_model`, or the encoder of an encoder-decoder), on the workload's first text, tokenised by the
-model's tokenizer, no hooks, no adapter code in the call. A slowdown in the extraction path (hooks, capture,
+model (`base_model`, or the encoder of an encoder-decoder), on the workload's texts, tokenised by the model's
+tokenizer, no hooks, no adapter code in the call. A slowdown in the extraction path (hooks, capture,
 tokenising, copying out) moves the ratio; a slower machine moves both. What it cannot tell apart: a change that
 makes the model's own forward slower (dtype, device, library versions: those are in the fingerprint, so such
 pairs are incomparable), see README's gate section.
@@ -22,11 +27,13 @@ from typing import Any
 
 from harness.timing import stats_from_samples, time_once
 
-REFERENCE_KIND = "model_forward_first_text"  # what `stats.reference.kind` names; the gate pairs equal kinds only
+REFERENCE_KIND = "model_forward_same_texts"  # what `stats.reference.kind` names; the gate pairs equal kinds only
 
 
 def model_forward(adapter: Any, texts: Sequence[str]) -> Callable[[], Any]:
-    """A callable running transformers' forward of the adapter's loaded model on `texts[0]`, no hooks.
+    """A callable running transformers' forward of the adapter's loaded model on `texts`, no hooks.
+
+    The batch is right-padded (and truncated at the model's positions) as the adapter's own tokenising does.
 
     Raises ValueError for an empty `texts` and when no model is loaded.
     """
@@ -37,7 +44,9 @@ def model_forward(adapter: Any, texts: Sequence[str]) -> Callable[[], Any]:
     model, tokenizer = getattr(adapter, "model", None), getattr(adapter, "tokenizer", None)
     if model is None or tokenizer is None:
         raise ValueError("model_forward: the adapter has no loaded model and tokenizer")
-    enc = tokenizer([texts[0]], return_tensors="pt")
+    limit = adapter.max_positions() if hasattr(adapter, "max_positions") else None
+    enc = tokenizer(list(texts), padding=True, return_tensors="pt", truncation=limit is not None,
+                    max_length=limit)
     keep = ("input_ids", "attention_mask", "token_type_ids")
     inputs = {k: v.to(adapter.device) for k, v in enc.items() if k in keep}
     config = model.config
@@ -61,8 +70,9 @@ class RoundReference:
     adapter's typed error, not inside the reference. Arguments (pedantic passes the round's) are ignored.
     """
 
-    def __init__(self, fn: Callable[[], Any], sync: Callable[[], Any] | None = None) -> None:
+    def __init__(self, fn: Callable[[], Any], sync: Callable[[], Any] | None = None, texts: int = 1) -> None:
         self.fn = fn
+        self.texts = texts
         self.sync = sync
         self.samples: list[float] = []
 
@@ -77,4 +87,5 @@ class RoundReference:
         if rounds < 1 or len(self.samples) < rounds:
             raise ValueError(f"RoundReference: {len(self.samples)} samples, {rounds} rounds asked for")
         samples = self.samples[-rounds:]
-        return {"kind": REFERENCE_KIND, "texts": 1, "samples": samples, "median": stats_from_samples(samples).median}
+        return {"kind": REFERENCE_KIND, "texts": self.texts, "samples": samples,
+                "median": stats_from_samples(samples).median}

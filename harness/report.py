@@ -705,7 +705,17 @@ def _run_gate(base: list[dict[str, Any]], cur: list[dict[str, Any]]) -> tuple[di
         if len(ds) == 1:
             by_key[(*k4, None)] = ds[0]
     return by_key, "outcomes from harness.gate (noise-aware: latency needs ≥ threshold and a significant " \
-                   "Mann-Whitney U; memory beyond max(+3%, +32 MB); stated targets are floors)"
+                   "Mann-Whitney U, judged per round relative to the model's own forward where both runs timed " \
+                   "that reference (column Judged; the chart shows raw changes); memory beyond max(+3%, +32 MB); " \
+                   "stated targets are floors)"
+
+
+def _judged_text(d: dict[str, Any]) -> str:
+    """The change a latency verdict was taken on: relative to the reference, or raw; empty for other metrics."""
+    judged, basis = d.get("judged_change"), d.get("basis")
+    if judged is None or basis is None:
+        return ""
+    return f"{judged * 100:+.1f}% " + ("vs reference" if basis == "reference" else "raw")
 
 
 def _comparison_section(ctx: _Ctx) -> Section:
@@ -742,6 +752,7 @@ def _comparison_section(ctx: _Ctx) -> Section:
                      Cell(_fmt((x["b"] or {}).get("value"), unit) if x["b"] else "absent"),
                      Cell(_fmt((x["c"] or {}).get("value"), unit) if x["c"] else "absent"),
                      Cell(_change_text((x["b"] or {}).get("value"), (x["c"] or {}).get("value"), unit)),
+                     Cell(_judged_text(d)),
                      Cell(str(x["outcome"]), cls=f"o-{x['outcome']}", title=hover or None)])
     counts: dict[str, int] = {}
     for x in rows_data:
@@ -760,7 +771,7 @@ def _comparison_section(ctx: _Ctx) -> Section:
     img = ctx.image("comparison", "comparison.png", "Change against the baseline", plots.comparison_chart(chart_rows))
     if img:
         blocks.append(img)
-    header = ["Suite", "Model", "Metric", "Workload", "Baseline", "Current", "Change", "Gate"]
+    header = ["Suite", "Model", "Metric", "Workload", "Baseline", "Current", "Change", "Judged", "Gate"]
     quiet = {"pass", "—", "no gate"} if gate_out else set()
     loud_rows = [row for row, x in zip(rows, rows_data, strict=True) if x["outcome"] not in quiet]
     quiet_rows = [row for row, x in zip(rows, rows_data, strict=True) if x["outcome"] in quiet]

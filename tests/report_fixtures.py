@@ -11,7 +11,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from harness.results import Run
+from harness.reference import REFERENCE_KIND
+from harness.results import Record, Run
 from harness.targets import load_targets
 from harness.timing import stats_from_samples
 
@@ -30,6 +31,20 @@ MODELS = {  # model: (family, seed latency s, batch latency s, peak GB, reclaime
     "bert-base-uncased": ("bert", 0.05, 1.0, 0.55, 0.99),
     "t5-small": ("t5", 0.03, 0.4, 0.3, 0.97),
 }
+
+
+def paired_latency(machine: float, code: float = 1.0, seed: int = 0, kind: str = REFERENCE_KIND, n: int = 30,
+                   fingerprint: dict | None = None) -> Record:
+    """A latency record whose rounds each carry a reference sample (harness.reference): both scale with
+    `machine` and share a round-to-round wobble, only the extraction scales with `code`. Samples stay in round
+    order (the gate pairs them)."""
+    rng = random.Random(seed)
+    wobble = [machine * rng.uniform(0.9, 1.1) for _ in range(n)]
+    ext = [code * w * rng.uniform(0.99, 1.01) for w in wobble]
+    ref = [0.5 * w * rng.uniform(0.99, 1.01) for w in wobble]
+    return Record(suite="latency", model="m", metric="extraction_latency", unit="s", value=sorted(ext)[n // 2],
+                  stats={"samples": ext, "reference": {"kind": kind, "texts": 1, "samples": ref}},
+                  workload={"name": "seed"}, extra={"fingerprint": fingerprint or _fp("m")})
 
 
 def _fp(model: str) -> dict:

@@ -47,6 +47,9 @@ def test_load_forward_and_oom_faults_become_error_records(tiny_dirs: dict[str, P
     assert set(by_model) == set(MODELS) and len(records) == len(MODELS), records
     good = by_model["tiny-good"]
     assert good["verdict"] == "not_applicable" and good["value"] > 0 and good["error"] is None
+    ref = good["stats"]["reference"]  # the machine-speed reference, one sample per timed round (harness.reference)
+    assert ref["kind"] == "model_forward_same_texts" and ref["texts"] == 1
+    assert len(ref["samples"]) == len(good["stats"]["samples"]) == good["stats"]["rounds"] and min(ref["samples"]) > 0
     # a fault inside the forward arrives as ExtractionError naming the original exception (OutOfMemoryError
     # when it is one)
     expected = {"tiny-noload": ("ModelSourceError:", "cannot load"),

@@ -8,8 +8,10 @@ import pytest
 
 from harness.__main__ import main
 from harness.gate import GateConfig, compare, exit_code
+from harness.reference import REFERENCE_KIND
 from harness.results import Record, Run
 from harness.targets import load_targets
+from tests.report_fixtures import paired_latency
 
 FP = {"model_config": "abc", "weights": "synthetic", "dtype": "float32", "device": "cpu",
       "libraries": {"torch": "2.13.0"}, "hardware": {"cpu": "x"}}
@@ -105,3 +107,59 @@ def test_cli_exit_codes(tmp_path):
     assert main(["gate", a, b]) == 0
     assert main(["gate", a, c]) == 1
     assert main(["gate", a, str(tmp_path / "nothing")]) == 2
+
+
+
+def lat_ref(machine: float, code: float = 1.0, seed: int = 0, kind: str = REFERENCE_KIND) -> Record:
+    return paired_latency(machine, code, seed, kind, fingerprint=FP)
+
+
+def test_a_slower_machine_is_not_a_regression_when_the_reference_saw_it():
+    base, cur = lat_ref(1.0), lat_ref(1.3, seed=1)  # same code, machine 30 % slower
+    [comp] = compare([base], [cur])
+    assert comp.outcome == "pass" and comp.basis == "reference" and abs(comp.judged_change) < 0.03
+    assert comp.change == pytest.approx(0.3, abs=0.06) and "machine speed" in comp.reasons[0]
+    [raw] = compare([base], [cur], GateConfig(latency_basis="raw"))
+    assert raw.outcome == "regression" and raw.basis == "raw"
+
+
+def test_a_code_slowdown_is_caught_whatever_the_machine_did():
+    base = lat_ref(1.0)
+    [same] = compare([base], [lat_ref(1.0, code=1.15, seed=1)])
+    assert same.outcome == "regression" and same.judged_change == pytest.approx(0.15, abs=0.03)
+    # the machine got 15 % faster while the code got 15 % slower: raw medians barely move, the ratio does
+    faster = lat_ref(0.85, code=1.15, seed=2)
+    assert compare([base], [faster])[0].outcome == "regression"
+    assert compare([base], [faster], GateConfig(latency_basis="raw"))[0].outcome == "pass"
+    assert compare([base], [lat_ref(1.0, code=0.8, seed=3)])[0].outcome == "improvement"
+
+
+def test_latency_is_judged_raw_unless_both_runs_carry_the_same_reference():
+    plain = lat(noisy(1.0, seed=4))
+    [one] = compare([plain], [lat_ref(1.0)])
+    assert one.basis == "raw" and "only one run has a reference" in one.reasons[0]
+    [kinds] = compare([lat_ref(1.0)], [lat_ref(1.0, seed=1, kind="other")])
+    assert kinds.basis == "raw" and "reference kinds differ" in kinds.reasons[0]
+    short = lat_ref(1.0, seed=5)
+    short.stats["reference"]["samples"] = short.stats["reference"]["samples"][:-1]  # not one per round
+    assert compare([lat_ref(1.0)], [short])[0].basis == "raw"
+    assert compare([plain], [lat(noisy(1.0, seed=6))])[0].basis == "raw"
+
+
+def test_unknown_latency_basis_is_refused():
+    with pytest.raises(ValueError, match="latency_basis"):
+        compare([lat_ref(1.0)], [lat_ref(1.0)], GateConfig(latency_basis="median"))
+
+
+def test_cli_latency_basis(tmp_path):
+    def write(name: str, record: Record) -> str:
+        run = Run.start("test", tmp_path / name, load_targets(), environment={})
+        run.add(record)
+        return str(run.finish())
+
+    a, b = write("a", lat_ref(1.0)), write("b", lat_ref(1.3, seed=1))
+    assert main(["gate", a, b]) == 0
+    assert main(["gate", a, b, "--latency-basis", "raw"]) == 1
+    with pytest.raises(SystemExit) as exc:
+        main(["gate", a, b, "--latency-basis", "mean"])
+    assert exc.value.code == 2

@@ -25,7 +25,7 @@ from harness.render import Cell, Para, Section, Table, md_document, md_text
 from harness.report import build_report, write_report
 from harness.results import Run
 from harness.targets import load_targets
-from tests.report_fixtures import EVIL, make_history, make_run
+from tests.report_fixtures import EVIL, make_history, make_run, paired_latency
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SECTIONS = (
@@ -104,10 +104,27 @@ def test_baseline_comparison_uses_the_gate(full: dict[str, Path]) -> None:
     cmp_ = md.split("## Comparison with a baseline", 1)[1].split("\n## ", 1)[0]
     row = next(r for r in cmp_.splitlines() if r.startswith("| latency | gpt2 |") and "seed" in r)
     assert "regression" in row and "+2" in row  # +25% median, significant: the gate's verdict
+    assert "% raw |" in row  # these synthetic runs carry no reference: judged on raw samples
     assert "harness.gate" in cmp_
     trend = md.split("## Trend over runs", 1)[1].split("\n## ", 1)[0]
     gpt2 = next(r for r in trend.splitlines() if r.startswith("| gpt2 | `extraction_latency` |") and "seed" in r)
     assert "| 3 |" in gpt2  # three runs in the history
+
+
+def test_comparison_shows_the_change_the_gate_judged(tmp_path: Path, no_charts: None) -> None:
+    """A 30 % slower machine: raw +30 %, judged against the reference ~0 %, so the gate passes it."""
+    for name, machine in (("base", 1.0), ("cur", 1.3)):
+        run = Run.start("test", tmp_path / name, load_targets(), environment={})
+        run.add(paired_latency(machine, seed=int(machine * 10)))
+        run.finish()
+    md = write_report([tmp_path / "cur"], tmp_path / "out", baseline=[tmp_path / "base"])["report"].read_text()
+    cmp_ = md.split("## Comparison with a baseline", 1)[1].split("\n## ", 1)[0]
+    row = next(r for r in cmp_.splitlines() if r.startswith("| latency | m |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[6].startswith("+") and float(cells[6].split("%")[0]) > 20  # raw change
+    judged = cells[7]
+    assert judged.endswith("vs reference") and abs(float(judged.split("%")[0])) < 3
+    assert cells[8] == "pass"
 
 
 def test_html_self_contained_and_escaped(full: dict[str, Path]) -> None:
