@@ -7,6 +7,6 @@ stays cheap (no torch, no matplotlib).
 """
 
 SCHEMA_NAME = "neuronmap-bench-results"
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 __all__ = ["SCHEMA_NAME", "SCHEMA_VERSION"]
