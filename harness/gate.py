@@ -99,13 +99,11 @@ def reference_samples(r: Record) -> tuple[str | None, list[float]]:
     return ref.get("kind"), list(ref.get("samples") or [])
 
 
-def relative_samples(r: Record) -> list[float] | None:
-    """Per-round extraction / reference ratios; None when the record has no usable reference."""
-    samples = list((r.stats or {}).get("samples") or [])
-    _, ref = reference_samples(r)
-    if not samples or len(ref) != len(samples) or not all(x > 0 for x in ref):
+def relative_samples(samples: list[float], reference: list[float]) -> list[float] | None:
+    """Per-round extraction / reference ratios; None when the reference is not one positive sample per round."""
+    if not samples or len(reference) != len(samples) or not all(x > 0 for x in reference):
         return None
-    return [s / x for s, x in zip(samples, ref, strict=True)]
+    return [s / x for s, x in zip(samples, reference, strict=True)]
 
 
 def _latency(base: Record, cur: Record, cfg: GateConfig, comp: Comparison) -> None:
@@ -116,13 +114,13 @@ def _latency(base: Record, cur: Record, cfg: GateConfig, comp: Comparison) -> No
     cm = median(cs) if cs else cur.value
     raw = (cm - bm) / bm if bm else 0.0
     text = f"median {bm:.4g} s -> {cm:.4g} s ({raw:+.1%})"
-    br, cr = relative_samples(base), relative_samples(cur)
-    same_kind = reference_samples(base)[0] == reference_samples(cur)[0]
-    if cfg.latency_basis == "reference" and br and cr and same_kind:
+    (b_kind, b_ref), (c_kind, c_ref) = reference_samples(base), reference_samples(cur)
+    br, cr = relative_samples(bs, b_ref), relative_samples(cs, c_ref)
+    if cfg.latency_basis == "reference" and br and cr and b_kind == c_kind:
         comp.basis, judged_b, judged_c = "reference", br, cr
-        rb, rc = median(reference_samples(base)[1]), median(reference_samples(cur)[1])
+        rb, rc = median(b_ref), median(c_ref)
         rel = median(cr) / median(br) - 1
-        text += (f"; relative to the reference ({reference_samples(cur)[0]}, same rounds) {rel:+.1%}; "
+        text += (f"; relative to the reference ({c_kind}, same rounds) {rel:+.1%}; "
                  f"machine speed: reference {rb:.4g} s -> {rc:.4g} s ({(rc - rb) / rb:+.1%})")
     else:
         comp.basis, judged_b, judged_c, rel = "raw", bs, cs, raw

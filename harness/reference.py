@@ -33,7 +33,8 @@ REFERENCE_KIND = "model_forward_same_texts"  # what `stats.reference.kind` names
 def model_forward(adapter: Any, texts: Sequence[str]) -> Callable[[], Any]:
     """A callable running transformers' forward of the adapter's loaded model on `texts`, no hooks.
 
-    The batch is right-padded (and truncated at the model's positions) as the adapter's own tokenising does.
+    The inputs are built once, here, by the adapter's own `tokenize` (the batch exactly as extraction pads it);
+    the timed call holds transformers' forward only.
 
     Raises ValueError for an empty `texts` and when no model is loaded.
     """
@@ -41,14 +42,10 @@ def model_forward(adapter: Any, texts: Sequence[str]) -> Callable[[], Any]:
 
     if not texts:
         raise ValueError("model_forward: no texts given")
-    model, tokenizer = getattr(adapter, "model", None), getattr(adapter, "tokenizer", None)
-    if model is None or tokenizer is None:
+    model = getattr(adapter, "model", None)
+    if model is None or getattr(adapter, "tokenizer", None) is None:
         raise ValueError("model_forward: the adapter has no loaded model and tokenizer")
-    limit = adapter.max_positions() if hasattr(adapter, "max_positions") else None
-    enc = tokenizer(list(texts), padding=True, return_tensors="pt", truncation=limit is not None,
-                    max_length=limit)
-    keep = ("input_ids", "attention_mask", "token_type_ids")
-    inputs = {k: v.to(adapter.device) for k, v in enc.items() if k in keep}
+    inputs = adapter.tokenize(texts)
     config = model.config
     if getattr(config, "is_encoder_decoder", False):
         module, kwargs = model.get_encoder(), inputs
