@@ -13,6 +13,7 @@ as the model defines them (for post-norm models such as BERT they include the re
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 import warnings
 import weakref
@@ -23,8 +24,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from . import memory
-from .capture import MissingCaptureError, Request, attention_implementation, capture
+from . import compat, memory
+from .capture import MissingCaptureError, Request, capture
 from .errors import (
     InvalidInputError,
     InvalidLayerError,
@@ -63,6 +64,7 @@ class UniversalModelAdapter:
         self.registry = registry or UniversalModelRegistry()
         self.model: nn.Module | None = None
         self._max_positions: int | None = None  # set by load_model, read on every tokenize
+        self._input_names: frozenset[str] = frozenset()  # what the forward is given (compat.forward_input_names)
         self.tokenizer: Any = None
         self.mapping: LayerMapping | None = None
         self.source: ModelSource | None = None
@@ -116,7 +118,7 @@ class UniversalModelAdapter:
         src = resolve_source(name, self.registry, source=source, depth=depth)
         if src.origin == "local":
             _refuse_pickle_only(Path(src.location), allow_pickle)
-        kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+        kwargs: dict[str, Any] = {**compat.dtype_kwargs(torch_dtype), "trust_remote_code": trust_remote_code}
         if not allow_pickle:
             kwargs["use_safetensors"] = True
         start = time.perf_counter()
@@ -137,7 +139,7 @@ class UniversalModelAdapter:
             stored = _checkpoint_dtype(hf_config)
             if plan.offloads_to_disk and isinstance(torch_dtype, torch.dtype) and _declares_dtype(hf_config) \
                     and stored != torch_dtype:
-                kwargs["dtype"] = stored  # see memory.cast_dispatched: cast after loading, not while
+                kwargs.update(compat.dtype_kwargs(stored))  # see memory.cast_dispatched: cast after loading
                 cast_to = torch_dtype
             if plan.offloads_to_disk:
                 if offload_folder is None:
@@ -160,9 +162,15 @@ class UniversalModelAdapter:
                     f"{name}: no safetensors weights found; pickled weights are refused unless "
                     f"allow_pickle=True ({text.splitlines()[0][:200]})"
                 ) from exc
+            if _SHAPE_ERROR.search(text):  # each release words it differently (5.x only in its log)
+                detail = _first_mismatch(Path(src.location), hf_config, cls) or _shape_detail(text)
+                raise ModelSourceError(f"cannot load {name!r} from {src.location}: weights and config have "
+                                       f"mismatched shapes ({detail})") from exc
             raise ModelSourceError(f"cannot load {name!r} from {src.location}: {text[:500]}") from exc
         if device_spec is None and main_device != "cpu":
             model = model.to(main_device)
+        if plan is not None and plan.offloads_to_disk:
+            compat.alias_tied_offloaded_weights(model)
         if cast_to is not None:
             memory.cast_dispatched(model, cast_to)
         model.eval()
@@ -172,6 +180,7 @@ class UniversalModelAdapter:
         self.plan, self._offload_dir, self._cuda_baseline = plan, created_offload, cuda_baseline
         self.dtype = next(model.parameters()).dtype
         self.mapping = discover_layout(model)
+        self._input_names = compat.forward_input_names(model)
         self._max_positions = position_limit(model, facts_from_hf_config(hf_config)["max_positions"])
         self.config = self._config_for(name, hf_config, depth)
         return model
@@ -223,10 +232,12 @@ class UniversalModelAdapter:
         return getattr(transformers, self.default_auto_class)
 
     def _load_tokenizer(self, src: ModelSource, hf_config: Any, trust_remote_code: bool) -> Any:
-        from transformers import AutoTokenizer
-
+        if src.origin in ("local", "zoo") and not _has_tokenizer_files(Path(src.location)):
+            # 4.x raises its own OSError here, 5.x builds an empty tokenizer: one message on every release
+            raise ModelSourceError(f"no tokenizer files for {src.name!r} at {src.location}: save the tokenizer "
+                                   "beside the weights (tokenizer.json or its vocabulary files)")
         try:
-            tok = AutoTokenizer.from_pretrained(src.location, trust_remote_code=trust_remote_code)
+            tok = compat.load_tokenizer(src.location, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:
             raise ModelSourceError(f"no usable tokenizer for {src.name!r} at {src.location}: "
                                    f"{str(exc)[:300]}") from exc
@@ -250,7 +261,11 @@ class UniversalModelAdapter:
         return self._max_positions if self.model is not None else None
 
     def tokenize(self, texts: Sequence[str] | str) -> dict[str, torch.Tensor]:
-        """Right-padded batch; texts longer than the model's positions are truncated with a warning."""
+        """Right-padded batch of what the forward takes; over-long texts are truncated with a warning.
+
+        The model decides the keys (compat.forward_input_names), not the tokenizer: tokenizers of one release
+        emit token_type_ids where another's do not, and the same checkpoint must give the same activations.
+        """
         texts = validate_texts(texts)
         limit = self.max_positions()
         enc = self.tokenizer(list(texts), padding=True, return_tensors="pt", truncation=False)
@@ -265,8 +280,7 @@ class UniversalModelAdapter:
             )
             enc = self.tokenizer(list(texts), padding=True, return_tensors="pt", truncation=True,
                                  max_length=limit)
-        keep = ("input_ids", "attention_mask", "token_type_ids")
-        return {k: v.to(self.device) for k, v in enc.items() if k in keep}
+        return {k: v.to(self.device) for k, v in compat.select_inputs(enc, self._input_names).items()}
 
     def parse_layers(self, layers: Sequence[int | str] | int | str, what: str) -> list[Request]:
         """Requests for layer specs (ints address the primary stack; negative count from the end)."""
@@ -300,9 +314,7 @@ class UniversalModelAdapter:
     def _forward_fn(self, inputs: dict[str, torch.Tensor], requests: list[Request], **flags: Any) -> Any:
         """What to run: the whole model for decoder-only/encoder-only; see T5ModelAdapter for the rest."""
         model, _ = self._require_loaded()
-        kwargs = {**inputs, **flags}
-        if getattr(model.config, "use_cache", None) is not None:
-            kwargs["use_cache"] = False
+        kwargs = {**inputs, **flags, **compat.no_cache_kwargs(model)}
         return lambda: model(**kwargs)
 
     def _run(self, texts: Sequence[str] | str, requests: list[Request], **flags: Any) -> ActivationResult:
@@ -326,7 +338,9 @@ class UniversalModelAdapter:
         """Attention weights [batch, heads, query, key] per requested layer (eager attention for this call)."""
         model, _ = self._require_loaded()
         requests = self.parse_layers(layers, "attn_weights")
-        with attention_implementation(model, "eager"):
+        with compat.attention_implementation(model, "eager") as eager:
+            if not eager:  # attention classes fixed at init return weights only when asked
+                return self._run(texts, requests, output_attentions=True)
             try:
                 return self._run(texts, requests)
             except MissingCaptureError:
@@ -476,7 +490,7 @@ class UniversalModelAdapter:
         ref = weakref.ref(model)
         _remove_dispatch_hooks(model)
         self.model = self.tokenizer = self.mapping = None
-        self._max_positions = None
+        self._max_positions, self._input_names = None, frozenset()
         del model
         memory.release_memory()
         after = memory.cuda_allocated()
@@ -532,9 +546,52 @@ def _refuse_pickle_only(path: Path, allow_pickle: bool) -> None:
         raise ModelSourceError(f"{path} holds no weights (*.safetensors)")
 
 
+_SHAPE_ERROR = re.compile(r"size mismatch|mismatched sizes|copying a param with shape|ignore_mismatched_sizes", re.I)
+
+
+def _shape_detail(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if re.search(r"shape|size", ln, re.I)]
+    return (lines[0] if lines else text.splitlines()[0])[:300]
+
+
+def _first_mismatch(folder: Path, hf_config: Any, cls: Any) -> str | None:
+    """The first weight whose shape in the checkpoint differs from what the config builds (meta device)."""
+    from accelerate import init_empty_weights
+    from safetensors import safe_open
+
+    try:
+        with init_empty_weights(include_buffers=True):
+            model = cls(hf_config) if isinstance(cls, type) and issubclass(cls, nn.Module) else \
+                cls.from_config(hf_config)
+        built = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        prefix = getattr(model, "base_model_prefix", "")
+        for file in sorted(folder.glob("*.safetensors")):
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                    stored = tuple(f.get_slice(key).get_shape())
+                    for candidate in (key, f"{prefix}.{key}", key.split(".", 1)[-1]):
+                        if candidate in built:
+                            if built[candidate] != stored:
+                                return (f"{key}: checkpoint {list(stored)}, the config builds "
+                                        f"{list(built[candidate])}")
+                            break
+    except Exception:  # the detail is a courtesy: never mask the load error with another
+        return None
+    return None
+
+
+_TOKENIZER_FILE_PREFIXES = ("tokenizer", "vocab", "merges", "spiece", "sentencepiece", "spm")
+
+
+def _has_tokenizer_files(path: Path) -> bool:
+    """A tokenizer's own files (tokenizer.json, vocab.*, merges.txt, a SentencePiece model) are in the folder."""
+    return any(f.is_file() and (f.name.lower().startswith(_TOKENIZER_FILE_PREFIXES) or f.suffix == ".model")
+               for f in path.iterdir())
+
+
 def _checkpoint_dtype(hf_config: Any) -> torch.dtype:
     """The dtype a checkpoint's config declares (for planning a load with dtype="auto"); float32 if none."""
-    declared = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
+    declared = compat.config_dtype(hf_config)
     if isinstance(declared, torch.dtype):
         return declared
     if isinstance(declared, str) and isinstance(getattr(torch, declared, None), torch.dtype):
@@ -543,7 +600,7 @@ def _checkpoint_dtype(hf_config: Any) -> torch.dtype:
 
 
 def _declares_dtype(hf_config: Any) -> bool:
-    return (getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)) is not None
+    return compat.config_dtype(hf_config) is not None
 
 
 def _new_offload_folder(name: str) -> Path:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .compat import attention_implementation  # noqa: F401  (re-exported: callers import it from here)
 from .errors import ExtractionError, InvalidLayerError, OutOfMemoryError
 from .layout import LayerMapping
 from .memory import is_out_of_memory
@@ -77,7 +78,18 @@ def _weights(output: Any, index: int | None) -> torch.Tensor | None:
         item = seq[index]
         return item if isinstance(item, torch.Tensor) and item.dim() == 4 else None
     found = [t for t in _flat(seq) if isinstance(t, torch.Tensor) and t.dim() == 4]
+    if len(found) > 1:  # 4.x decoders also return their key/value states, old T5 its position bias
+        probabilities = [t for t in found if _is_softmax(t)]
+        found = probabilities or found
     return found[-1] if found else None
+
+
+def _is_softmax(t: torch.Tensor) -> bool:
+    """Attention weights: non-negative rows that sum to 1 (or to 0 where a whole row is masked)."""
+    if not t.is_floating_point() or t.numel() == 0:
+        return False
+    rows = t.detach().float().sum(-1)
+    return bool(t.min() >= 0) and bool((((rows - 1).abs() < 1e-3) | (rows.abs() < 1e-6)).all())
 
 
 def _token_ids(args: tuple, kwargs: dict) -> torch.Tensor | None:
@@ -310,18 +322,3 @@ def _weights_hook(store: Callable[..., None], stack: str, what: str, index: int 
         store(stack, what, _weights(out, index))
 
     return hook
-
-
-@contextmanager
-def attention_implementation(model: nn.Module, wanted: str = "eager") -> Iterator[None]:
-    """Switch to an attention implementation that returns weights for one call, and always switch back."""
-    config = getattr(model, "config", None)
-    current = getattr(config, "_attn_implementation", None)
-    if current == wanted or not hasattr(model, "set_attn_implementation"):
-        yield
-        return
-    model.set_attn_implementation(wanted)
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(current or "sdpa")

@@ -75,6 +75,16 @@ def config_for(entry: dict[str, Any], full: bool = False) -> dict[str, Any]:
     return cfg
 
 
+def shipped_by_installed(entries: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(entries whose model_type the installed transformers knows, the rest): a release older than a type
+    cannot build its config or module, so the config (full) and module tiers score the first list only."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    entries = list(entries)
+    return ([e for e in entries if e["model_type"] in CONFIG_MAPPING_NAMES],
+            [e for e in entries if e["model_type"] not in CONFIG_MAPPING_NAMES])
+
+
 def score(
     entries: Iterable[dict[str, Any]], tier: str, detect: Callable[[dict[str, Any]], Any]
 ) -> tuple[float, list[tuple[str, Any, Any]]]:

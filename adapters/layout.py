@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from . import compat
 from .errors import InvalidLayerError
 
 COMPONENTS = ("attention", "mlp", "cross_attention")
@@ -294,7 +295,7 @@ def _final_norm(model: nn.Module, list_path: str, other_stacks: tuple[str, ...] 
 def _layer_count(model: nn.Module, stack_name: str, listed: int) -> int:
     """Logical layers of a stack: the config's count when blocks are shared (fewer modules than layers)."""
     cfg = getattr(model, "config", None)
-    text = cfg.get_text_config() if cfg is not None and hasattr(cfg, "get_text_config") else cfg
+    text = compat.text_config(cfg) if cfg is not None else cfg
     keys = {"decoder": ("num_decoder_layers", "decoder_layers")}.get(
         stack_name, ("num_hidden_layers", "num_layers", "encoder_layers")
     )

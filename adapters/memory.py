@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 import torch
 
+from . import compat
 from .errors import InvalidInputError, OutOfMemoryError
 
 _DTYPES = {
@@ -288,6 +289,7 @@ def plan_device_map(
             limits = {k: int(v) for k, v in get_balanced_memory(
                 model, max_memory=limits, no_split_module_classes=no_split, dtype=dtype).items()}
         device_map = infer_auto_device_map(model, max_memory=limits, no_split_module_classes=no_split, dtype=dtype)
+    device_map = _no_root_entry_on_disk(model, device_map)
     bytes_per, blocks, count, largest = describe_device_map(model, device_map)
     total = sum(bytes_per.values())
     del model
@@ -296,6 +298,17 @@ def plan_device_map(
         bytes_per_device=bytes_per, blocks_per_device=blocks, num_blocks=count, largest_block_bytes=largest,
         ram_cap_bytes=ram_cap_bytes, notes=notes,
     )
+
+
+def _no_root_entry_on_disk(model: torch.nn.Module, device_map: dict[str, Any]) -> dict[str, Any]:
+    """{"": "disk"} (everything offloaded) as one entry per top-level child: transformers 4.x opens each
+    weights file on the root entry's device and has no "disk" device there; 5.x takes either form."""
+    if device_map.get("") != "disk":
+        return device_map
+    out = {name: "disk" for name, _ in model.named_children()}
+    out.update({name: "disk" for name, _ in (*model.named_parameters(recurse=False),
+                                            *model.named_buffers(recurse=False))})
+    return out
 
 
 def flatten_device_map(model: torch.nn.Module, device_map: dict[str, Any]) -> dict[str, Any]:
@@ -365,7 +378,7 @@ def cast_dispatched(model: torch.nn.Module, dtype: torch.dtype) -> int:
                 info["dtype"] = target
                 retargeted += 1
     if getattr(model, "config", None) is not None:
-        model.config.dtype = dtype
+        compat.set_config_dtype(model.config, dtype)
     return retargeted
 
 

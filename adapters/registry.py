@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import families
+from . import compat, families
 from .errors import DetectionError, InvalidInputError, ModelSourceError, UnknownModelError, UnsafeWeightsError
 from .families import ModelFamily
 
@@ -66,7 +66,7 @@ def _first_int(cfg: Any, *names: str) -> int | None:
 
 def facts_from_hf_config(cfg: Any) -> dict[str, Any]:
     """Layer count, width and heads from any transformers config (attribute maps hide the per-model names)."""
-    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    text = compat.text_config(cfg)
     enc_dec = bool(getattr(text, "is_encoder_decoder", False))
     layers = _first_int(text, "num_hidden_layers", "num_layers", "n_layer", "encoder_layers")
     if enc_dec:
@@ -95,15 +95,35 @@ def read_config(path: Path, trust_remote_code: bool = False) -> Any:
         raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelSourceError(f"invalid or unreadable config in {path}: {exc}") from exc
-    if isinstance(raw, dict) and raw.get("auto_map") and not trust_remote_code:
+    if not isinstance(raw, dict):
+        raise ModelSourceError(f"invalid config in {path}: config.json holds a JSON {type(raw).__name__}, not an "
+                               "object with a model_type key")
+    if raw.get("auto_map") and not trust_remote_code:
         raise UnsafeWeightsError(
             f"{path} needs custom code (config auto_map: {sorted(raw['auto_map'])}); remote code is never run "
             "unless trust_remote_code=True"
         )
     try:
-        return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers' validation raises its own classes too (strict dataclass errors)
         raise ModelSourceError(f"invalid or unreadable config in {path}: {str(exc)[:300]}") from exc
+    _check_field_types(raw, type(config), path)
+    return config
+
+
+def _check_field_types(raw: dict[str, Any], config_class: type, path: Path) -> None:
+    """A number field given as text is caught here, with its name, on every release (5.x validates configs
+    itself; 4.x accepts them and fails later inside torch with a message that names no field)."""
+    try:
+        defaults = config_class().to_dict()
+    except Exception:  # configs that need arguments: nothing to compare against
+        return
+    for key, value in raw.items():
+        default = defaults.get(key)
+        numeric = isinstance(default, int | float) and not isinstance(default, bool)
+        if numeric and isinstance(value, str):  # lists or dicts can be legitimate (per-layer sizes)
+            raise ModelSourceError(f"invalid config in {path}: field {key!r} expects {type(default).__name__}, "
+                                   f"got {type(value).__name__} ({value!r})")
 
 
 class UniversalModelRegistry:

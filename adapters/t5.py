@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from . import compat
 from .base import UniversalModelAdapter
 from .capture import Request
 from .families import ModelFamily
@@ -34,8 +35,5 @@ class T5ModelAdapter(UniversalModelAdapter):
             start = start if start is not None else model.config.pad_token_id or 0
             dec = torch.full((batch, 1), int(start), dtype=torch.long)
         dec = dec.to(inputs["input_ids"].device)
-        kwargs = {**inputs, **flags, "decoder_input_ids": dec}
-        kwargs.pop("token_type_ids", None)
-        if getattr(model.config, "use_cache", None) is not None:
-            kwargs["use_cache"] = False
+        kwargs = {**inputs, **flags, "decoder_input_ids": dec, **compat.no_cache_kwargs(model)}
         return lambda: model(**kwargs)

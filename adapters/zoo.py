@@ -18,6 +18,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from . import compat
 from .errors import ModelSourceError
 from .registry import ModelConfig
 
@@ -136,7 +137,7 @@ def _convert_gguf(gguf: Path, target: Path, asset: dict[str, Any]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
     try:
         loaded = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                                   dtype=torch.float32)
+                                                                   **compat.dtype_kwargs(torch.float32))
         cfg = loaded.config
         if hasattr(cfg, "quantization_config"):
             del cfg.quantization_config
@@ -236,7 +237,7 @@ def init_rule(module: Any, param_name: str, std: float) -> tuple[str, float, int
 
 def tensor_specs(model: Any, hf_config: Any) -> list[TensorSpec]:
     """Every tensor a checkpoint of `model` (a meta-device model) holds, with its init rule, in order."""
-    text = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
+    text = compat.text_config(hf_config)
     std = float(getattr(text, "initializer_range", None) or 0.02)
     state_keys = set(model.state_dict().keys())
     specs = []
@@ -371,7 +372,7 @@ def _build_streamed(config: ModelConfig, depth: int | None, target: Path, progre
         if len(shards) > 1:
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
             (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-        hf_config.dtype = dtype  # config.json says what the weights are stored as, as the hub's does
+        compat.set_config_dtype(hf_config, dtype)  # config.json says what the weights are stored as, as the hub's
         hf_config.save_pretrained(tmp)
         tok_info = _add_tokenizer(config, tmp, build_tokenizer)
         provenance = {
@@ -416,7 +417,10 @@ def _add_tokenizer(config: ModelConfig, dest: Path, build_tokenizer: Any) -> dic
     """Build (once per kind) the tokenizer of the model's real kind and copy its files into the checkpoint."""
     if not config.tokenizer:
         return {"kind": None}
-    tok_dir = zoo_root().parent / "tokenizers" / f"{_safe(config.tokenizer)}-{config.max_positions}"
+    from .tokenizers_offline import BUILDER_VERSION
+
+    # the builder's version is in the path: folders of an older builder (5.x-only files) are not reused
+    tok_dir = zoo_root().parent / "tokenizers" / f"{_safe(config.tokenizer)}-{config.max_positions}-v{BUILDER_VERSION}"
     info_file = tok_dir / "neuronmap_tokenizer.json"
     if not info_file.is_file():
         tok_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -474,11 +478,9 @@ TINY_WORDS = tuple(
 TINY_SPECIALS = ("[PAD]", "<s>", "</s>", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-def word_tokenizer(encoder: bool) -> Any:
-    """Word-level tokenizer for tiny checkpoints (no assets): pad=0, bos=1, eos=2; encoders wrap texts in
-    [CLS] ... [SEP]."""
+def word_tokenizer_object(encoder: bool) -> Any:
+    """The `tokenizers` pipeline of the tiny word-level tokenizer (the same bytes whatever transformers is)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
 
     vocab = {t: i for i, t in enumerate(TINY_SPECIALS + TINY_WORDS)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
@@ -487,7 +489,15 @@ def word_tokenizer(encoder: bool) -> Any:
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
         )
+    return tok
+
+
+def word_tokenizer(encoder: bool) -> Any:
+    """Word-level tokenizer for tiny checkpoints (no assets): pad=0, bos=1, eos=2; encoders wrap texts in
+    [CLS] ... [SEP]."""
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="<s>", eos_token="</s>",
-        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=128,
+        tokenizer_object=word_tokenizer_object(encoder), pad_token="[PAD]", unk_token="[UNK]", bos_token="<s>",
+        eos_token="</s>", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=128,
     )

@@ -321,9 +321,9 @@ def _non_text_inputs(cls: type) -> list[str]:
 
 def layer_counts(cfg: Any) -> tuple[int | None, int | None]:
     """(encoder or only stack, decoder) layer counts the config states."""
-    text = cfg
-    with contextlib.suppress(Exception):
-        text = cfg.get_text_config()
+    from adapters.compat import text_config
+
+    text = text_config(cfg)
     first = None
     for key in ("num_encoder_layers", "encoder_layers", "num_hidden_layers", "num_layers", "n_layer"):
         value = _get(text, key)
@@ -416,7 +416,7 @@ def check_type(spec: TypeSpec, workdir: Path, timeout: float | None = 30.0) -> d
     """Build, load and check one model type; never raises (the reason goes into the row)."""
     row: dict[str, Any] = {"model_type": spec.model_type, "task": spec.task, "class": spec.class_name,
                            "built": False, "build_error": None, "family": {}, "checks": {}, "notes": [],
-                           "failures": [], "seconds": None}
+                           "failures": [], "seconds": None, "max_abs_diff": None}
     start = time.perf_counter()
     state: dict[str, Any] = {}
     try:
@@ -565,9 +565,9 @@ def _hf_forward(model: Any, inputs: dict[str, Any], **flags: Any) -> Any:
     if getattr(model.config, "is_encoder_decoder", False):
         start = _start_token(model)
         kwargs["decoder_input_ids"] = torch.full((inputs["input_ids"].shape[0], 1), start, dtype=torch.long)
-    if getattr(model.config, "use_cache", None) is not None:
-        kwargs["use_cache"] = False
-    return model(**kwargs)
+    from adapters.compat import no_cache_kwargs
+
+    return model(**kwargs, **no_cache_kwargs(model))
 
 
 def _start_token(model: Any) -> int:
@@ -593,8 +593,12 @@ def _detection(spec: TypeSpec, model: Any, row: dict[str, Any]) -> tuple[str, st
     except Exception as exc:
         by_module = None
         problems.append(f"module tier: {_short(exc)}")
+    from adapters.families import ARCH_FAMILY_BY_MODEL_TYPE
+
     row["family"] = {"config": getattr(by_config, "value", None), "module": getattr(by_module, "value", None),
-                     "expected": sorted(f.value for f in expected)}
+                     "expected": sorted(f.value for f in expected),
+                     # a type no table names (new upstream) gets its family from config keys and structure
+                     "source": "table" if spec.model_type in ARCH_FAMILY_BY_MODEL_TYPE else "structure"}
     arch = ModelFamily.BERT if by_config is ModelFamily.DOMAIN_SPECIFIC else by_config
     for tier, fam in (("config", by_config), ("module", by_module)):
         if fam is not None and fam not in expected:
@@ -674,6 +678,11 @@ def _hidden_refs(adapter: Any, inputs: dict[str, Any]) -> dict[str, tuple[Any, A
             for k, v in refs.items()}
 
 
+def _track_diff(row: dict[str, Any], diff: float) -> None:
+    """Largest difference from transformers' hidden states over the compared blocks (the matrix's cell)."""
+    row["max_abs_diff"] = max(row.get("max_abs_diff") or 0.0, diff)
+
+
 def _extraction(adapter: Any, spec: TypeSpec, row: dict[str, Any], checks: _Checks) -> tuple[str, str | None]:
     """Blocks = transformers' hidden_states[k + 1]; the last = its raw block output (README)."""
     import torch
@@ -690,6 +699,8 @@ def _extraction(adapter: Any, spec: TypeSpec, row: dict[str, Any], checks: _Chec
         acts = adapter.extract_activations(TEXTS, layers)
         mask = inputs["attention_mask"].cpu() if stack_name != "decoder" else None
         last = acts[layers[-1]]
+        if raw_last is not None and n == 1 and last.shape == raw_last.shape:
+            _track_diff(row, _diff(last, raw_last, mask))
         if raw_last is not None and not _relaid_close(last, raw_last, mask):
             problems.append(f"{stack_name}.{n - 1} (last): differs from the block's own output by "
                             f"{_diff(last, raw_last, mask):.3g} (shapes {tuple(last.shape)} vs "
@@ -708,6 +719,7 @@ def _extraction(adapter: Any, spec: TypeSpec, row: dict[str, Any], checks: _Chec
             problems.append(f"{stack_name}: transformers gives {len(ref)} hidden states for {n} mapped blocks")
             continue
         for k in range(n - 1):
+            _track_diff(row, _diff(acts[layers[k]], ref[k + 1], mask))
             if not _close(acts[layers[k]], ref[k + 1], mask):
                 problems.append(f"{stack_name}.{k}: max diff {_diff(acts[layers[k]], ref[k + 1], mask):.3g} "
                                 f"(shapes {tuple(acts[layers[k]].shape)} vs {tuple(ref[k + 1].shape)})")
@@ -890,8 +902,9 @@ def _attention(adapter: Any, spec: TypeSpec, impl_before: Any) -> tuple[str, str
         odd = next(tuple(r.shape) for r in ref if tuple(r.shape[-2:]) != (seq, seq))
         return NA, (f"transformers' own attention weights are {odd}, not [batch, heads, {seq}, {seq}] "
                     "(local or sparse attention)")
-    heads = _get(model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config,
-                 "num_attention_heads") or _get(model.config, "encoder_attention_heads")
+    from adapters.compat import text_config
+
+    heads = _get(text_config(model.config), "num_attention_heads") or _get(model.config, "encoder_attention_heads")
     aligned = ref if ref is not None and len(ref) == len(got) else None
     causal = spec.task == "causal" and not mapping.is_encoder_decoder and not (
         aligned is not None and any(float(torch.triu(r.float(), diagonal=1).abs().max()) > 0 for r in aligned))
@@ -987,6 +1000,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "not_applicable": {r["model_type"]: {k: v["reason"] for k, v in r["checks"].items() if v["status"] == NA}
                            for r in built if any(v["status"] == NA for v in r["checks"].values())},
         "did_not_build": {r["model_type"]: r.get("build_error") for r in rows if not r.get("built")},
+        "unnamed_types": sorted(r["model_type"] for r in built if r.get("family", {}).get("source") == "structure"),
     }
 
 
@@ -996,6 +1010,9 @@ def format_summary(summary: dict[str, Any]) -> str:
              f" = {summary['coverage_fraction']:.1%}" if summary["built"] else "coverage: nothing built",
              f"types: {summary['types']}, did not build: {len(summary['did_not_build'])}",
              f"detection agreement: {summary['detection_agreement_fraction'] or 0:.1%}"]
+    if summary.get("unnamed_types"):
+        lines.append("types no table names (family and layers from structure): "
+                     + ", ".join(summary["unnamed_types"]))
     if summary["failures"]:
         lines.append("failures:")
         lines += [f"  {t}: {' | '.join(f) or 'incomplete checks'}" for t, f in summary["failures"].items()]

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from adapters.capture import StopForward
+from adapters.compat import no_cache_kwargs
 from harness.timing import TimingStats, interleaved, stats_from_samples
 
 __all__ = [
@@ -84,10 +85,7 @@ def forward_kwargs(adapter: Any, inputs: Mapping[str, torch.Tensor]) -> dict[str
         batch = kwargs["input_ids"].shape[0]
         kwargs["decoder_input_ids"] = torch.full((batch, 1), int(start), dtype=torch.long,
                                                  device=kwargs["input_ids"].device)
-        kwargs.pop("token_type_ids", None)
-    if getattr(config, "use_cache", None) is not None:
-        kwargs["use_cache"] = False
-    return kwargs
+    return {**kwargs, **no_cache_kwargs(model)}
 
 
 def full_forward(adapter: Any, inputs: Mapping[str, torch.Tensor]) -> Any:

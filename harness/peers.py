@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from adapters import compat
 from adapters.capture import _first_tensor
 from harness.overhead import deepest_block, forward_kwargs, full_forward, ratio_summary
 from harness.timing import TimingStats, interleaved
@@ -144,7 +145,7 @@ def load_hf(checkpoint: Mapping[str, Any]) -> torch.nn.Module:
     import transformers
 
     cls = getattr(transformers, checkpoint["architecture"])
-    model = cls.from_pretrained(checkpoint["location"], dtype=getattr(torch, checkpoint["dtype"]))
+    model = cls.from_pretrained(checkpoint["location"], **compat.dtype_kwargs(getattr(torch, checkpoint["dtype"])))
     return model.to(checkpoint.get("device") or "cpu").eval()
 
 
@@ -281,8 +282,11 @@ def reference(adapter: Any, inputs: Mapping[str, torch.Tensor], layers: Sequence
     model, stack = adapter.model, adapter.mapping.stacks[adapter.mapping.primary]
     last = stack.num_layers - 1
     seen: dict[str, torch.Tensor] = {}
-    handle = stack.modules[last].register_forward_hook(
-        lambda _m, _a, out: seen.setdefault("last", _first_tensor(out).detach().clone()))
+
+    def keep(_m: Any, _a: Any, out: Any) -> None:  # returns None: a value returned would replace the output
+        seen.setdefault("last", _first_tensor(out).detach().clone())
+
+    handle = stack.modules[last].register_forward_hook(keep)
     try:
         with torch.no_grad():
             out = model(**forward_kwargs(adapter, inputs), output_hidden_states=True)

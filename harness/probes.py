@@ -228,6 +228,7 @@ def training_memory(
     """
     import torch
 
+    from adapters.compat import no_cache_kwargs
     from adapters.memory import release_memory
     from harness.workloads import texts_of_tokens
 
@@ -248,7 +249,7 @@ def training_memory(
         if checkpointing:
             enable = getattr(net, "activation_checkpointing_enable", None) or net.gradient_checkpointing_enable
             enable()
-        extra = {"use_cache": False} if getattr(net.config, "use_cache", None) is not None else {}
+        extra = no_cache_kwargs(net)
         release_memory()
         loaded = rss_bytes()
         t0 = time.perf_counter()

@@ -40,6 +40,8 @@ def model_forward(adapter: Any, texts: Sequence[str]) -> Callable[[], Any]:
     """
     import torch
 
+    from adapters.compat import no_cache_kwargs
+
     if not texts:
         raise ValueError("model_forward: no texts given")
     model = getattr(adapter, "model", None)
@@ -51,7 +53,7 @@ def model_forward(adapter: Any, texts: Sequence[str]) -> Callable[[], Any]:
         module, kwargs = model.get_encoder(), inputs
     else:
         module = model.base_model
-        kwargs = {**inputs, "use_cache": False} if getattr(config, "use_cache", None) is not None else inputs
+        kwargs = {**inputs, **no_cache_kwargs(module, config)}
 
     def forward() -> Any:
         with torch.inference_mode():

@@ -49,7 +49,9 @@ def test_coverage_sweep(benchmark, nm_run, request):
         extra={"covered": summary["covered"], "failures": summary["failures"],
                "not_applicable": summary["not_applicable"], "did_not_build": summary["did_not_build"],
                "rows": [{k: r.get(k) for k in ("model_type", "task", "class", "built", "adapter", "family",
-                                               "checks", "notes", "build_error", "seconds")} for r in rows]},
+                                               "checks", "notes", "build_error", "seconds", "max_abs_diff")}
+                        for r in rows],
+               "unnamed_types": summary["unnamed_types"]},
     )
     nm_run.record(**common, metric="detection_agreement_fraction", value=summary["detection_agreement_fraction"],
                   unit="fraction", extra={"disagreements": summary["detection_disagreements"]})

@@ -74,10 +74,11 @@ def labelled_set_scores() -> dict[str, Any]:
     """Accuracy per tier of NeuronMap's detection and of the original rule, with failures and confusions."""
     from transformers import AutoConfig
 
-    from adapters.detection_set import config_for, load_detection_set, score
+    from adapters.detection_set import config_for, load_detection_set, score, shipped_by_installed
     from adapters.families import family_from_config, family_from_module, family_from_name, original_rule
 
     entries = load_detection_set()
+    shipped, not_shipped = shipped_by_installed(entries)  # older releases lack newer types' configs and modules
     modules: dict[str, Any] = {}
 
     def module_family(entry: dict[str, Any]) -> Any:
@@ -97,12 +98,16 @@ def labelled_set_scores() -> dict[str, Any]:
     def text(value: Any) -> str:
         return str(getattr(value, "value", value))
 
-    out: dict[str, Any] = {"entries": len(entries), "neuronmap": {}, "original_rule": {}}
+    out: dict[str, Any] = {"entries": len(entries), "neuronmap": {}, "original_rule": {},
+                           "not_shipped": sorted({e["model_type"] for e in not_shipped})}
     for tier, fn in detectors.items():
-        acc, failures = score(entries, tier, fn)
-        out["neuronmap"][tier] = {"accuracy": acc, "failures": [[text(x) for x in f] for f in failures]}
+        scored = entries if tier == "name" else shipped
+        acc, failures = score(scored, tier, fn)
+        out["neuronmap"][tier] = {"accuracy": acc, "failures": [[text(x) for x in f] for f in failures],
+                                  "entries": len(scored)}
     acc, failures = score(entries, "name", lambda e: original_rule(e["id"]))
-    out["original_rule"]["name"] = {"accuracy": acc, "failures": [[text(x) for x in f] for f in failures]}
+    out["original_rule"]["name"] = {"accuracy": acc, "failures": [[text(x) for x in f] for f in failures],
+                                    "entries": len(entries)}
     out["confusion"] = {
         tier: dict(Counter(f"{f[1]}->{f[2]}" for f in out["neuronmap"][tier]["failures"]))
         for tier in detectors
@@ -123,7 +128,9 @@ def test_detection_labelled_set(benchmark, method, nm_run):
             suite="detection", model=None, metric=f"{prefix}detection_accuracy_{tier}", value=result["accuracy"],
             unit="fraction", workload={"name": "labelled_set", "entries": scores["entries"], "method": method},
             extra={"failures": result["failures"][:50], "failure_count": len(result["failures"]),
-                   "confusion": scores["confusion"].get(tier) if method == "neuronmap" else None},
+                   "confusion": scores["confusion"].get(tier) if method == "neuronmap" else None,
+                   "scored_entries": result["entries"],
+                   "not_shipped_types": scores["not_shipped"] if result["entries"] < scores["entries"] else []},
         ))
     pooled = sum(t["accuracy"] for t in tiers.values()) / len(tiers)
     records.append(nm_run.record(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
 from adapters import (
     DetectionError,
@@ -349,8 +350,9 @@ def _render_catalogue() -> str:
            "subclass (the one long-input row is a warning: such texts are truncated, not refused). After each "
            "failure the tests check that no hook and no attention-implementation switch is left behind and that "
            "the model returns the same activations as before. Paths under the test session's temporary folder "
-           "read `<tmp>/`.", "",
-           f"{len(rows)} cases.", "",
+           "read `<tmp>/`. Messages that quote transformers are as the release below words them; on other "
+           "releases of the supported range the cases and error classes are the same (the test checks that).",
+           "", f"{len(rows)} cases, observed with transformers {transformers.__version__}.", "",
            "| # | case | call | arguments | error | message |", "|---|---|---|---|---|---|"]
     for n, (case, (group, call, error, message)) in enumerate(rows, 1):
         call_md = call.replace("`", "'").replace("|", "\\|")
@@ -369,5 +371,18 @@ def test_catalogue_doc_is_current():
     if os.environ.get("NM_WRITE_DOCS"):
         DOC.parent.mkdir(exist_ok=True)
         DOC.write_text(text, encoding="utf-8")
-    assert DOC.is_file() and DOC.read_text(encoding="utf-8") == text, (
+    assert DOC.is_file(), "docs/bad-inputs.md is missing: NM_WRITE_DOCS=1 pytest tests/test_bad_inputs.py writes it"
+    committed = DOC.read_text(encoding="utf-8")
+    if f"observed with transformers {transformers.__version__}." not in committed:
+        # another release words its own messages differently: the cases and error classes must still agree
+        assert _without_messages(committed) == _without_messages(text), (
+            "the cases or error classes differ from docs/bad-inputs.md on transformers "
+            f"{transformers.__version__}")
+        return
+    assert committed == text, (
         "docs/bad-inputs.md is out of date: NM_WRITE_DOCS=1 pytest tests/test_bad_inputs.py rewrites it")
+
+
+def _without_messages(doc: str) -> list[str]:
+    """The table rows of a catalogue without their message column."""
+    return [row.rsplit(" | ", 1)[0] for row in doc.splitlines() if row.startswith("| ") and row[2:3].isdigit()]

@@ -232,10 +232,13 @@ def test_gpu_check_script_is_valid_bash_and_shellcheck_clean() -> None:
 
 @without_cuda
 def test_gpu_check_script_fails_clearly_without_cuda_and_dry_runs_shards() -> None:
-    r = subprocess.run(["bash", str(SCRIPT)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    # the script probes $PYTHON (default python3) for torch: point it at this interpreter, which has it, so the
+    # test never creates a venv in the checkout when python3 on PATH is another Python
+    base_env = {**os.environ, "PYTHON": sys.executable}
+    r = subprocess.run(["bash", str(SCRIPT)], cwd=REPO, capture_output=True, text=True, timeout=300, env=base_env)
     assert r.returncode == 3 and "CUDA is not available" in r.stderr, r.stderr
     r = subprocess.run(["bash", str(SCRIPT), "--gpus", "2", "--dtype", "bf16", "--dry-run"], cwd=REPO,
-                       capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": "5,7"})
+                       capture_output=True, text=True, timeout=300, env={**base_env, "CUDA_VISIBLE_DEVICES": "5,7"})
     assert r.returncode == 0, r.stderr
     lines = [x for x in r.stderr.splitlines() if "--nm-device cuda" in x]
     assert len(lines) == 2
@@ -245,14 +248,15 @@ def test_gpu_check_script_fails_clearly_without_cuda_and_dry_runs_shards() -> No
     # runner 2 of 3 with two GPUs takes global shards 3 and 4 of 6; every suite when asked
     r = subprocess.run(["bash", str(SCRIPT), "--gpus", "2", "--shard", "2/3", "--suites", "all", "--dry-run"],
                        cwd=REPO, capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+                       env={**base_env, "CUDA_VISIBLE_DEVICES": ""})
     lines = [x for x in r.stderr.splitlines() if "--nm-device cuda" in x]
     assert r.returncode == 0 and len(lines) == 2, r.stderr
     assert "--nm-shard 3/6" in lines[0] and "CUDA_VISIBLE_DEVICES=0 " in lines[0] and " suites/ " in lines[0]
     assert "--nm-shard 4/6" in lines[1] and "CUDA_VISIBLE_DEVICES=1 " in lines[1]
     for args, message in ((["--gpus", "0"], "--gpus"), (["--shard", "3/2"], "--shard"), (["--shard", "1"], "--shard"),
                           (["--suites", "nope"], "suites/test_nope.py")):
-        bad = subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+        bad = subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True, timeout=60,
+                             env=base_env)
         assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import transformers
 
-from adapters import InvalidInputError, MultiModelAnalyzer, OutOfMemoryError, UniversalModelAdapter, memory
+from adapters import InvalidInputError, MultiModelAnalyzer, OutOfMemoryError, UniversalModelAdapter, compat, memory
 from adapters.registry import UniversalModelRegistry
 
 TEXT = ["hello world the cat sat on the mat"]
@@ -140,7 +140,7 @@ def test_a_ram_cap_below_the_process_is_out_of_memory(analyzer, tiny_dirs):
 
 def test_stored_half_precision_is_cast_after_loading(analyzer, tiny_dirs, tmp_path):
     """float16 on disk, float32 asked, one block on disk: exact against the in-RAM float32 load."""
-    src = transformers.AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"], dtype=torch.float16)
+    src = transformers.AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"], **compat.dtype_kwargs(torch.float16))
     src.save_pretrained(tmp_path)
     transformers.AutoTokenizer.from_pretrained(tiny_dirs["llama"]).save_pretrained(tmp_path)
     path = str(tmp_path)

@@ -11,7 +11,7 @@ import torch
 import transformers
 from safetensors import safe_open
 
-from adapters import MultiModelAnalyzer, memory, zoo
+from adapters import MultiModelAnalyzer, compat, memory, zoo
 from adapters.registry import ModelConfig
 from harness.memory import PeakProbe
 
@@ -93,7 +93,7 @@ def test_streamed_build_is_a_sharded_hub_checkpoint(zoo_cache, monkeypatch):
     assert index["metadata"]["total_size"] == ckpt.provenance["total_bytes"]
     assert "per-tensor-seeded" in ckpt.provenance["init"] and ckpt.provenance["storage_dtype"] == "float32"
     assert ckpt.provenance["build"]["method"].startswith("streamed")
-    model = transformers.LlamaForCausalLM.from_pretrained(ckpt.path, dtype=torch.float32)
+    model = transformers.LlamaForCausalLM.from_pretrained(ckpt.path, **compat.dtype_kwargs(torch.float32))
     meta = memory.meta_model(model.config, transformers.LlamaForCausalLM, torch.float32)
     for spec in zoo.tensor_specs(meta, model.config):
         assert torch.equal(model.state_dict()[spec.name], zoo.tensor_value(spec, torch.float32)), spec.name
@@ -108,7 +108,7 @@ def test_storage_dtype_and_depth_prefix(zoo_cache, monkeypatch):
     full = zoo.ensure_checkpoint(config, progress=False)
     short = zoo.ensure_checkpoint(config, depth=2, progress=False)
     assert full.path != short.path and full.provenance["storage_dtype"] == "float16"
-    assert json.loads((full.path / "config.json").read_text())["dtype"] == "float16"
+    assert json.loads((full.path / "config.json").read_text())[compat.DTYPE_KEYWORD] == "float16"
     with safe_open(full.path / "model.safetensors", "pt") as f, safe_open(short.path / "model.safetensors", "pt") as g:
         short_keys = g.keys()
         assert set(short_keys) < set(f.keys())

@@ -278,3 +278,68 @@ def test_build_is_deterministic(tmp_path: Path, built: dict[str, Any]) -> None:
         build_tokenizer(kind, tmp_path / kind, model_max_length=MAX_LEN)
         for name in ("tokenizer.json", "tokenizer_config.json", PROVENANCE_FILE):
             assert (tmp_path / kind / name).read_bytes() == (built[kind][0] / name).read_bytes(), (kind, name)
+
+
+# --- one folder for every transformers release (4.51 through 5.x) ------------------------------------------
+
+# Keys a release reads differently from another: 5.x writes `extra_special_tokens` as a list that 4.x reads as
+# a dict (and fails), `backend` and `added_tokens_decoder` belong to one line's save_pretrained only.
+ONE_LINE_KEYS = {"extra_special_tokens", "backend", "added_tokens_decoder", "auto_map", "tokenizer_file"}
+
+
+def test_files_are_the_same_under_every_release(built: dict[str, Any]) -> None:
+    """Only version-neutral files are written: the same assertions hold under 4.51, 4.57 and 5.x."""
+    for kind, (path, _) in built.items():
+        config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+        assert config["tokenizer_class"] == EXPECTED_CLASS[kind].removesuffix("Fast"), kind
+        assert not ONE_LINE_KEYS & set(config), kind
+        assert config["model_max_length"] == MAX_LEN and config["clean_up_tokenization_spaces"] is False
+        assert not (path / "special_tokens_map.json").exists() and not (path / "added_tokens.json").exists()
+        if kind in ("t5", "llama"):  # under 4.x it makes the class rebuild from the .model, ignoring tokenizer.json
+            assert "add_prefix_space" not in config
+    assert json.loads((built["gpt2"][0] / "tokenizer_config.json").read_text(encoding="utf-8")) == {
+        "add_prefix_space": False, "bos_token": "<|endoftext|>", "clean_up_tokenization_spaces": False,
+        "eos_token": "<|endoftext|>", "errors": "replace", "model_max_length": MAX_LEN,
+        "pad_token": "<|endoftext|>", "tokenizer_class": "GPT2Tokenizer", "unk_token": "<|endoftext|>",
+    }
+    t5 = json.loads((built["t5"][0] / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert t5["additional_special_tokens"] == [f"<extra_id_{i}>" for i in range(100)] and t5["extra_ids"] == 100
+
+
+@pytest.mark.parametrize("kind", TOKENIZER_KINDS)
+def test_loaded_pipeline_is_the_written_one(kind: str, loaded: dict[str, Any], built: dict[str, Any]) -> None:
+    """4.x runs tokenizer.json as written; 5.x rebuilds normaliser, pre-tokeniser and decoder from its class:
+    equal pipelines are what makes ids and offsets the same on both lines."""
+    written = json.loads((built[kind][0] / "tokenizer.json").read_text(encoding="utf-8"))
+    running = json.loads(loaded[kind].backend_tokenizer.to_str())
+    for part in ("normalizer", "pre_tokenizer", "post_processor", "decoder", "added_tokens"):
+        assert running[part] == written[part], (kind, part)
+    model_written, model_running = written["model"], running["model"]
+    assert model_running.keys() == model_written.keys()
+    for key, value in model_written.items():
+        if key == "vocab" and model_written["type"] == "Unigram":  # 4.x's JSON parser may be an ulp off
+            assert [p for p, _ in model_running[key]] == [p for p, _ in value]
+            assert [s for _, s in model_running[key]] == pytest.approx([s for _, s in value], rel=1e-12)
+        else:
+            assert model_running[key] == value, (kind, key)
+
+
+def test_a_release_that_runs_another_pipeline_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If a release's class rebuilt a different pipeline on load, its ids would differ from the other releases':
+    the build fails instead of publishing the folder."""
+    import transformers
+    from tokenizers import decoders
+
+    from adapters.errors import ModelSourceError
+
+    real = transformers.AutoTokenizer.from_pretrained
+
+    def rebuilt(*args: Any, **kwargs: Any) -> Any:
+        tok = real(*args, **kwargs)
+        tok.backend_tokenizer.decoder = decoders.WordPiece()
+        return tok
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", rebuilt)
+    with pytest.raises(ModelSourceError, match="decoder"):
+        build_tokenizer("gpt2", tmp_path / "tok")
+    assert not (tmp_path / "tok").exists() and list(tmp_path.iterdir()) == []
