@@ -50,11 +50,20 @@ class CaptureResult:
     stopped_early: bool = False
 
 
+def _items(output: Any) -> Any:
+    """A module output as a sequence: ModelOutput and plain dicts (SqueezeBERT's blocks) by value order."""
+    if hasattr(output, "to_tuple"):
+        return output.to_tuple()
+    if isinstance(output, dict):
+        return tuple(output.values())
+    return output
+
+
 def _first_tensor(output: Any) -> torch.Tensor:
     if isinstance(output, torch.Tensor):
         return output
-    if isinstance(output, tuple | list) or hasattr(output, "to_tuple"):
-        seq = output.to_tuple() if hasattr(output, "to_tuple") else output
+    seq = _items(output)
+    if isinstance(seq, tuple | list):
         for item in seq:
             if isinstance(item, torch.Tensor):
                 return item
@@ -63,7 +72,7 @@ def _first_tensor(output: Any) -> torch.Tensor:
 
 def _flat(output: Any) -> list[Any]:
     """An output's items, nested tuples flattened depth-first (I-BERT returns ((ctx, probs), (scales...)))."""
-    seq = output.to_tuple() if hasattr(output, "to_tuple") else output
+    seq = _items(output)
     if not isinstance(seq, tuple | list):
         return [seq]
     return [x for item in seq for x in _flat(item)]
@@ -71,7 +80,7 @@ def _flat(output: Any) -> list[Any]:
 
 def _weights(output: Any, index: int | None) -> torch.Tensor | None:
     """Attention weights in an attention module's output: the declared index, else the last 4-D tensor."""
-    seq = output.to_tuple() if hasattr(output, "to_tuple") else output
+    seq = _items(output)
     if not isinstance(seq, tuple | list):
         return None
     if index is not None and -len(seq) <= index < len(seq):
@@ -153,6 +162,8 @@ class _Positions:
             self.time_first[stack] = False
         if self.time_first.get(stack) and t.shape[1] == batch:
             t = t.transpose(0, 1)
+        if t.dim() == 3 and t.shape[0] == batch and t.shape[2] in lengths and t.shape[1] not in lengths:
+            t = t.transpose(1, 2)  # channels first ([batch, hidden, seq]: SqueezeBERT's convolutional blocks)
         if t.shape[0] == batch and t.shape[1] > n:
             key = (stack, t.shape[1])
             if key not in self.offsets:

@@ -24,7 +24,9 @@ class T5ModelAdapter(UniversalModelAdapter):
     decoder_input_ids: torch.Tensor | None = None
 
     def _forward_fn(self, inputs: dict[str, torch.Tensor], requests: list[Request], **flags: Any) -> Any:
-        model, _ = self._require_loaded()
+        model, mapping = self._require_loaded()
+        if not mapping.is_encoder_decoder:  # the decoder alone of an encoder-decoder (WhisperForCausalLM)
+            return super()._forward_fn(inputs, requests, **flags)
         if all(r.stack == "encoder" for r in requests):
             encoder = model.get_encoder()
             return lambda: encoder(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **flags)
