@@ -7,6 +7,6 @@ stays cheap (no torch, no matplotlib).
 """
 
 SCHEMA_NAME = "neuronmap-bench-results"
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 __all__ = ["SCHEMA_NAME", "SCHEMA_VERSION"]

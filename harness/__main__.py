@@ -1,4 +1,4 @@
-"""Command line: `python -m harness report|export|check|gate|baseline|validate-gate ...` (see --help of each).
+"""Command line: `python -m harness report|export|check|gate|baseline|validate-gate|lock|compat ...` (--help).
 
 Exit codes: report/export 0 success, 2 usage error; check 0 complete, 1 problems; gate 0 pass, 1 regression,
 2 incomparable or usage error; baseline 0 written, 1 run failed (old baseline kept); validate-gate 0 when
@@ -75,7 +75,51 @@ def _build_parser() -> argparse.ArgumentParser:
     val.add_argument("--suite", default="suites/test_latency.py", help="suite file each run executes")
     val.add_argument("--models", default="gpt2", help="--nm-models of each run (gpt2)")
     val.add_argument("--out", type=Path, default=None, help="folder for the runs (results/gate-validation/)")
+    lock = sub.add_parser("lock", help="print how the installed packages differ from the constraints file "
+                          "($NM_LOCK, default constraints/tested.txt); always exit 0")
+    lock.add_argument("file", nargs="?", type=Path, default=None, help="constraints file (default $NM_LOCK)")
+
+    comp = sub.add_parser("compat", help="compatibility-matrix helpers (tox -m compat runs the matrix)")
+    comp.add_argument("action", choices=("install-peers", "fixtures", "matrix"),
+                      help="install-peers: the newest TransformerLens and nnsight that install beside this "
+                           "environment's transformers and torch (within $NM_LOCK unless it is a latest env); "
+                           "records the outcome for the peers rows; exit 0 either way. fixtures: build the shared "
+                           "fixture checkpoints with this release (the matrix's lower bound does it first). "
+                           "matrix: print the matrix of RESULTS (default results/compat)")
+    comp.add_argument("results", nargs="*", type=Path, help="for matrix: results files or folders")
     return parser
+
+
+def _cmd_lock(args: argparse.Namespace) -> int:
+    from harness.lock import drift, format_drift
+
+    print(format_drift(drift(args.file)))
+    return 0
+
+
+def _cmd_compat(args: argparse.Namespace) -> int:
+    if args.action == "matrix":
+        from harness.collate import load_runs
+        from harness.compat_matrix import build_matrix, format_matrix
+
+        try:
+            runs = load_runs(args.results or [Path("results/compat")])
+        except (FileNotFoundError, ValueError) as e:
+            print(f"harness compat matrix: {e}", file=sys.stderr)
+            return 2
+        print(format_matrix(build_matrix(runs)))
+        return 0
+    if args.action == "fixtures":
+        from harness.compat import FIXTURES, ensure_fixture
+
+        for model_type in FIXTURES:
+            folder, info = ensure_fixture(model_type)
+            print(f"{model_type}: {folder} (built with transformers {info['built_with']}, sha {info['sha']})")
+        return 0
+    from harness.compat_install import install_peers
+
+    print(install_peers())
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -218,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_baseline(args)
     if args.command == "validate-gate":
         return _cmd_validate_gate(args)
+    if args.command == "lock":
+        return _cmd_lock(args)
+    if args.command == "compat":
+        return _cmd_compat(args)
     parser.print_usage(sys.stderr)
     print("python -m harness: error: a command is required (report)", file=sys.stderr)
     return 2

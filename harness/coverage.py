@@ -680,7 +680,8 @@ def _hidden_refs(adapter: Any, inputs: dict[str, Any]) -> dict[str, tuple[Any, A
 
 def _track_diff(row: dict[str, Any], diff: float) -> None:
     """Largest difference from transformers' hidden states over the compared blocks (the matrix's cell)."""
-    row["max_abs_diff"] = max(row.get("max_abs_diff") or 0.0, diff)
+    if diff == diff and diff != float("inf"):  # a shape mismatch (inf) is a failure of its own, not a size
+        row["max_abs_diff"] = max(row.get("max_abs_diff") or 0.0, diff)
 
 
 def _extraction(adapter: Any, spec: TypeSpec, row: dict[str, Any], checks: _Checks) -> tuple[str, str | None]:

@@ -35,6 +35,9 @@ _PACKAGES = (
     "nvidia-ml-py",
     "pytest",
     "pytest-benchmark",
+    "packaging",
+    "transformer-lens",
+    "nnsight",
 )
 _ENV_VARS = (
     "OMP_NUM_THREADS",
@@ -263,6 +266,18 @@ def _timer() -> dict[str, Any]:
     return timer_info()
 
 
+def _lock() -> dict[str, Any]:
+    from harness.lock import drift
+
+    return drift()
+
+
+def _compat() -> dict[str, Any]:
+    from adapters.compat import describe
+
+    return describe()
+
+
 def capture_environment(repo: Path | None = None) -> dict[str, Any]:
     """Everything needed to interpret a figure later. Never raises; failed probes read None."""
     errors: list[str] = []
@@ -302,6 +317,8 @@ def capture_environment(repo: Path | None = None) -> dict[str, Any]:
         "git": safe("git", lambda: git_info(repo)),
         "env_vars": safe("env_vars", lambda: {k: os.environ.get(k) for k in _ENV_VARS}),
         "timer": safe("timer", _timer),
+        "lock": safe("lock", _lock),
+        "compat": safe("compat", _compat),
     }
     env["errors"] = errors
     return env

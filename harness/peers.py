@@ -9,7 +9,8 @@ same texts:
 - `hf_hidden_states`: `model(**inputs, output_hidden_states=True)` on NeuronMap's own loaded model.
 - `transformer_lens`: `run_with_cache(ids, names_filter=[blocks.{i}.hook_out ...], attention_mask=...)` on a
   TransformerBridge built offline around its own copy of the HF weights (`build_bridge_from_module`, no weight
-  folding, so values compare); `transformer_lens_stop_at_layer` adds `stop_at_layer=deepest + 1`.
+  folding, so values compare); `transformer_lens_stop_at_layer` adds `stop_at_layer=deepest + 1`. Older
+  releases (beside transformers 4.x) are driven through what they offer instead (`TL_APIS`, `wrap_transformer_lens`).
 - `nnsight`: `NNsight(model).trace(**inputs)` saving each block's output, on its own copy of the weights;
   `nnsight_stop` adds `tracer.stop()` after the deepest save.
 
@@ -27,7 +28,11 @@ reference is a forward hook on it in a plain forward (inner blocks of both agree
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import inspect
+import re
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,7 +66,9 @@ __all__ = [
     "side_by_side_rows",
     "timing_records",
     "tool_calls",
+    "transformer_lens_api",
     "verdict_record",
+    "wrap_transformer_lens",
 ]
 
 BARE = "bare_forward"
@@ -76,6 +83,9 @@ GROUPS = {"neuronmap": ("neuronmap",), "hf_hidden_states": ("hf_hidden_states",)
           "nnsight": ("nnsight", "nnsight_stop")}
 PEER_MODELS = ("gpt2", "bert-base-uncased", "HuggingFaceTB/SmolLM2-135M-Instruct")  # the models issue 6 names
 OURS = "neuronmap"
+# how each TransformerLens line wraps an already-loaded HF model offline, newest first (see wrap_transformer_lens)
+TL_APIS = TL_MODULE, TL_BOOT, TL_HOOKED = ("TransformerBridge via build_bridge_from_module",
+                                          "TransformerBridge via boot_transformers(hf_model=...)", "HookedTransformer")
 
 
 def group_of(tool: str) -> str:
@@ -115,10 +125,16 @@ def plan(model: torch.nn.Module, mapping: Any, find_spec: Callable[[str], Any] =
 
 def tl_architecture(model: torch.nn.Module) -> str | None:
     """The TransformerLens architecture name for an HF model (its class name) when TL has an adapter for it."""
-    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
-
     name = type(model).__name__
-    return name if name in SUPPORTED_ARCHITECTURES else None
+    if transformer_lens_api() != TL_HOOKED:
+        from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+
+        return name if name in SUPPORTED_ARCHITECTURES else None
+    from transformer_lens import loading_from_pretrained as loading
+
+    # 2.x keeps no list: HookedTransformer takes the decoder-only classes its weight loader converts
+    converted = re.findall(r'"(\w+(?:ForCausalLM|LMHeadModel))"', inspect.getsource(loading.get_pretrained_state_dict))
+    return name if name in converted else None
 
 
 def unsupported_reason(tool: str, model: torch.nn.Module, mapping: Any) -> str | None:
@@ -149,14 +165,63 @@ def load_hf(checkpoint: Mapping[str, Any]) -> torch.nn.Module:
     return model.to(checkpoint.get("device") or "cpu").eval()
 
 
-def load_peer(group: str, checkpoint: Mapping[str, Any]) -> Any:
-    """The object a peer's user works with, built offline from the checkpoint folder (no hub), own copy."""
-    model = load_hf(checkpoint)
-    if group == "transformer_lens":
+def transformer_lens_api() -> str:
+    """Which of TL_APIS the installed TransformerLens offers, told by what it has rather than by its version:
+    4.x `build_bridge_from_module`, 3.x only `TransformerBridge.boot_transformers`, 2.x no bridge at all."""
+    try:
+        from transformer_lens.model_bridge import sources
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("transformer_lens.model_bridge"):
+            raise  # TL itself or one of its dependencies is missing: not a 2.x
+        return TL_HOOKED
+    return TL_MODULE if hasattr(sources, "build_bridge_from_module") else TL_BOOT
+
+
+def wrap_transformer_lens(model: torch.nn.Module, location: str) -> Any:
+    """TransformerLens around an already-loaded HF model, offline (the folder is read for config and tokenizer
+    only) and without weight processing (no folding or centering), so its values compare with HF's."""
+    api = transformer_lens_api()
+    if api == TL_MODULE:
         from transformer_lens.model_bridge.sources import build_bridge_from_module
 
         # no process_weights / compatibility mode: weights are not folded, so values compare with HF
         return build_bridge_from_module(model, type(model).__name__, hf_config=model.config)
+    device = str(next(model.parameters()).device)
+    if api == TL_BOOT:  # with hf_model the config comes from the model; the folder is the tokenizer's
+        from transformer_lens.model_bridge import TransformerBridge
+
+        return TransformerBridge.boot_transformers(location, hf_model=model, device=device, dtype=model.dtype)
+    from transformer_lens import HookedTransformer
+    from transformer_lens import loading_from_pretrained as loading
+    from transformers import AutoTokenizer
+
+    # from_pretrained accepts hub names only, so its own two steps run on a config folder: a path is read
+    # locally, and must not name a family ("llama" in a path selects a config that never reads the file)
+    config = copy.deepcopy(model.config)
+    if getattr(config, "n_positions", None) and "n_ctx" not in config.to_dict():
+        config.n_ctx = config.n_positions  # hub GPT-2 configs carry n_ctx, which 2.x reads; GPT2Config has none
+    with tempfile.TemporaryDirectory(prefix="tl-") as tmp:
+        config.save_pretrained(f"{tmp}/config")
+        cfg = loading.get_pretrained_model_config(f"{tmp}/config", hf_cfg=config.to_dict(), device=device,
+                                                  dtype=model.dtype)
+        state = loading.get_pretrained_state_dict(f"{tmp}/config", cfg, model, dtype=model.dtype)
+    hooked = HookedTransformer(cfg, AutoTokenizer.from_pretrained(location), move_to_device=False,
+                               default_padding_side="right")
+    hooked.load_and_process_state_dict(state, fold_ln=False, center_writing_weights=False, center_unembed=False,
+                                       fold_value_biases=False, refactor_factored_attn_matrices=False)
+    return hooked
+
+
+def tl_block_hook(peer: Any, layer: int) -> str:
+    """The hook on the residual stream after block `layer`: a bridge's hook_out, HookedTransformer's resid_post."""
+    return f"blocks.{layer}.hook_{'resid_post' if type(peer).__name__ == 'HookedTransformer' else 'out'}"
+
+
+def load_peer(group: str, checkpoint: Mapping[str, Any]) -> Any:
+    """The object a peer's user works with, built offline from the checkpoint folder (no hub), own copy."""
+    model = load_hf(checkpoint)
+    if group == "transformer_lens":
+        return wrap_transformer_lens(model, str(checkpoint["location"]))
     if group == "nnsight":
         from nnsight import NNsight
 
@@ -246,10 +311,10 @@ def tool_calls(adapter: Any, texts: Sequence[str], layers: Sequence[int], peers:
         extra = {k: v for k, v in inputs.items() if k not in ("input_ids",)}
         if stop:
             extra["stop_at_layer"] = deepest + 1
+        names = {i: tl_block_hook(bridge, i) for i in layers}
         with torch.no_grad():
-            out, cache = bridge.run_with_cache(inputs["input_ids"], names_filter=[f"blocks.{i}.hook_out"
-                                                                                  for i in layers], **extra)
-        values = {i: cache[f"blocks.{i}.hook_out"] for i in layers}
+            out, cache = bridge.run_with_cache(inputs["input_ids"], names_filter=list(names.values()), **extra)
+        values = {i: cache[names[i]] for i in layers}
         # TransformerLens stops at the START of block `stop_at_layer`; at the last block it has nothing to stop at
         return Output(values, [*_tensors(out), *values.values()], stop and deepest + 1 < stack.num_layers)
 

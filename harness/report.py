@@ -37,6 +37,7 @@ from harness.collate import (
     workload_label,
 )
 from harness.render import Cell, Details, Image, Para, Section, Table, html_document, md_document
+from harness.report_compat import compat_section
 
 __all__ = ["write_report"]
 
@@ -931,8 +932,12 @@ def build_report(runs: list[dict[str, Any]], baseline_runs: list[dict[str, Any]]
     ctx = _Ctx(runs=runs, records=records, cur=latest(records), targets=_targets(runs), baseline_runs=baseline_runs)
     verdicts, counts = _verdict_section(ctx)
     errors = _errors_section(ctx)
-    sections: list[Section] = [verdicts, errors, _latency_section(ctx), _memory_section(ctx),
-                               _reclamation_section(ctx), _scaling_section(ctx)]
+    sections: list[Section] = [verdicts, errors]
+    # the compatibility matrix across transformers releases (harness/report_compat.py; None for one release)
+    compat = compat_section(runs)
+    if compat:
+        sections.append(compat)
+    sections += [_latency_section(ctx), _memory_section(ctx), _reclamation_section(ctx), _scaling_section(ctx)]
     det = _detection_section(ctx)
     if det:
         sections.append(det)

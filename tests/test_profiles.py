@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 EXTENDED = ("test_overhead.py", "test_scaling.py", "test_context.py", "test_soak.py", "test_memory_management.py",
-            "test_peers.py")
+            "test_peers.py", "test_compat.py")
 MAIN = ("test_detection.py", "test_api_consistency.py", "test_latency.py", "test_memory.py",
         "test_reclamation.py", "test_alignment.py")
 
