@@ -173,6 +173,13 @@ class _Positions:
                 t = t[:, off:off + n]
         return t
 
+    def align_weights(self, stack: str, t: torch.Tensor) -> torch.Tensor:
+        """Attention weights as [batch, heads, query, key]: XLNet computes [query, key, batch, heads]."""
+        ids = self.caller.get(stack)
+        if ids is not None and t.dim() == 4 and t.shape[0] != ids.shape[0] and t.shape[2] == ids.shape[0]:
+            return t.permute(2, 3, 0, 1)
+        return t
+
 
 def _version_of(t: torch.Tensor) -> int:
     return t._version
@@ -219,6 +226,8 @@ def capture(
         value = tensor.detach()
         if what in ("block", "attention", "mlp", "cross_attention"):
             value = positions.align(stack, value)
+        else:
+            value = positions.align_weights(stack, value)
         value = value.clone() if clone else value
         for k in keys:
             result.values[k] = value

@@ -20,7 +20,7 @@ from . import assets
 from .errors import ModelSourceError
 
 __all__ = [
-    "BERT_SPECIALS", "ENDOFTEXT", "GPT2_ENDOFTEXT_ID", "SPM_LAYOUTS", "SpmContents", "SpmLayout",
+    "BERT_SPECIALS", "ENDOFTEXT", "GPT2_ENDOFTEXT_ID", "SPM_LAYOUTS", "SpmContents", "SpmLayout", "bytes_to_unicode",
     "gpt2_bpe_files", "gpt2_vocab_merges", "read_spm", "read_wordpiece_vocab", "spm_bpe_merges", "spm_model",
     "wordpiece_cased_vocab",
 ]
@@ -36,7 +36,7 @@ GPT2_ENDOFTEXT_ID = 50256
 # GPT-2 byte-level BPE from tiktoken ranks
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map (the alphabet of vocab.json and merges.txt)."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     mapping = {b: chr(b) for b in printable}
@@ -74,7 +74,7 @@ def _convert_tiktoken(tiktoken_file: Path, out: Path) -> None:
         if line.strip():
             token, rank = line.split()
             ranks[base64.b64decode(token)] = int(rank)
-    byte_char = _bytes_to_unicode()
+    byte_char = bytes_to_unicode()
 
     def printable(token: bytes) -> str:
         return "".join(byte_char[b] for b in token)

@@ -1,4 +1,4 @@
-"""The peers (TransformerLens, nnsight) on the installed transformers release: one row per tool (issue 6, matrix).
+"""The peers (TransformerLens, nnsight) on the installed transformers release: one row per tool, for the matrix.
 
 Why a check of its own: which peer release installs beside a transformers release differs (TransformerLens 4.x
 needs transformers 5; pip picks 3.2.1 beside 4.57 and 2.17 beside 4.51, each with another API), and a peer

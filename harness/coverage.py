@@ -155,6 +155,10 @@ def _sizes_for(cfg: Any, profile: dict[str, Any], vocab_size: int, decoder: bool
     from adapters.zoo import _TINY_SIZES
 
     sizes = {k: v for k, v in {**_TINY_SIZES, **_LAYERS, **profile}.items() if _has(cfg, k)}
+    # aliases (attribute_map) by their real names: 4.x XLNet derives d_head from n_head inside __init__, before
+    # an alias such as num_attention_heads is applied, and then refuses its own config on loading
+    aliases = getattr(cfg, "attribute_map", None) or {}
+    sizes = {aliases.get(k, k): v for k, v in sizes.items() if not (k in aliases and aliases[k] in sizes)}
     if decoder and not _get(cfg, "is_encoder_decoder"):
         sizes["is_decoder"] = True  # how transformers wants a causal-LM class of an encoder built (BertGeneration)
     for k, v in (("vocab_size", vocab_size), ("pad_token_id", 0), ("bos_token_id", 1), ("eos_token_id", 2),
@@ -273,6 +277,7 @@ def _make_config(model_type: str, base: Any, sizes: dict[str, Any], errors: list
         try:
             cfg = AutoConfig.for_model(model_type, **sizes)
             _get(cfg, "num_hidden_layers")
+            type(cfg).from_dict(cfg.to_dict())  # what loading the saved checkpoint does (4.x XLNet checks d_head)
             return cfg, dropped
         except Exception as exc:
             msg = str(exc)
@@ -474,6 +479,11 @@ def _check(spec: TypeSpec, workdir: Path, row: dict[str, Any], state: dict[str, 
                 n_params = sum(p.numel() for p in cls(cfg).parameters())
         except Exception as exc:
             problems.append(f"transformers cannot build it from this config: {_short(exc)}")
+            continue
+        try:  # a text part of a composite config that the release cannot load back (4.x emu3_text_model)
+            transformers.AutoConfig.for_model(**cfg.to_dict())
+        except Exception as exc:
+            problems.append(f"transformers cannot read back the config it saves: {_short(exc)}")
             continue
         if n_params > MAX_PARAMS:
             problems.append(f"not tiny: {n_params / 1e6:.0f}M parameters")

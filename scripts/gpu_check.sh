@@ -128,10 +128,11 @@ fi
 # ---- 3. the project's other dependencies (torch already satisfies its pin and is left alone)
 if ! "$PY" -c 'import adapters, transformers, accelerate, pytest_benchmark, pandas, matplotlib, scipy, pynvml, psutil, filelock, sentencepiece; assert adapters.NEURONMAP' >/dev/null 2>&1; then
   if [ "$DRY_RUN" -eq 1 ]; then
-    log "project dependencies missing: would run $PY -m pip install -e .[test,gguf]"
+    log "project dependencies missing: would run $PY -m pip install -c constraints/tested.txt -e .[test,gguf]"
   else
     log "installing the project's dependencies"
-    "$PY" -m pip install --quiet -e ".[test,gguf]" || die 4 "pip could not install the project's dependencies"
+    "$PY" -m pip install --quiet -c constraints/tested.txt -e ".[test,gguf]" \
+      || die 4 "pip could not install the project's dependencies"
   fi
 fi
 

@@ -30,6 +30,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from adapters.tokenizer_sources import bytes_to_unicode
 from harness.plugin import load_options
 from suites.common import check_verdict
 
@@ -65,18 +66,7 @@ def load_set() -> list[dict[str, Any]]:
 # Reference: token surfaces from the vocabulary, matched to the text
 
 
-def _bytes_to_unicode_inverse() -> dict[str, int]:
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    mapping = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in mapping:
-            mapping[b] = chr(256 + extra)
-            extra += 1
-    return {c: b for b, c in mapping.items()}
-
-
-_BYTE_CHAR = _bytes_to_unicode_inverse()
+_BYTE_CHAR = {c: b for b, c in bytes_to_unicode().items()}  # GPT-2's byte alphabet, inverted
 
 
 def _has_type(node: Any, name: str) -> bool:

@@ -16,6 +16,8 @@ TYPES = {
     "lfm2": "final norm named for embeddings, run after the blocks",
     "olmo_hybrid": "stack of two block classes",
     "ibert": "attention weights in nested output tuples",
+    "xlnet": "attention weights as [query, key, batch, heads]; a config built through attribute aliases",
+    "whisper": "the decoder alone of an encoder-decoder (a causal-LM class)",
 }
 
 
