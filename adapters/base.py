@@ -265,6 +265,8 @@ class UniversalModelAdapter:
 
         The model decides the keys (compat.forward_input_names), not the tokenizer: tokenizers of one release
         emit token_type_ids where another's do not, and the same checkpoint must give the same activations.
+        `attention_mask` is always there (it says which positions are padding); `model_inputs` drops it for a
+        forward that takes none (FNet).
         """
         texts = validate_texts(texts)
         limit = self.max_positions()
@@ -280,7 +282,12 @@ class UniversalModelAdapter:
             )
             enc = self.tokenizer(list(texts), padding=True, return_tensors="pt", truncation=True,
                                  max_length=limit)
-        return {k: v.to(self.device) for k, v in compat.select_inputs(enc, self._input_names).items()}
+        keep = self._input_names | {"attention_mask"}
+        return {k: v.to(self.device) for k, v in compat.select_inputs(enc, keep).items()}
+
+    def model_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The part of `tokenize`'s output that the model's forward takes (what every call passes it)."""
+        return compat.select_inputs(inputs, self._input_names)
 
     def parse_layers(self, layers: Sequence[int | str] | int | str, what: str) -> list[Request]:
         """Requests for layer specs (ints address the primary stack; negative count from the end)."""
@@ -314,7 +321,7 @@ class UniversalModelAdapter:
     def _forward_fn(self, inputs: dict[str, torch.Tensor], requests: list[Request], **flags: Any) -> Any:
         """What to run: the whole model for decoder-only/encoder-only; see T5ModelAdapter for the rest."""
         model, _ = self._require_loaded()
-        kwargs = {**inputs, **flags, **compat.no_cache_kwargs(model)}
+        kwargs = {**self.model_inputs(inputs), **flags, **compat.no_cache_kwargs(model)}
         return lambda: model(**kwargs)
 
     def _run(self, texts: Sequence[str] | str, requests: list[Request], **flags: Any) -> ActivationResult:

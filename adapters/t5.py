@@ -37,5 +37,5 @@ class T5ModelAdapter(UniversalModelAdapter):
             start = start if start is not None else model.config.pad_token_id or 0
             dec = torch.full((batch, 1), int(start), dtype=torch.long)
         dec = dec.to(inputs["input_ids"].device)
-        kwargs = {**inputs, **flags, "decoder_input_ids": dec, **compat.no_cache_kwargs(model)}
+        kwargs = {**self.model_inputs(inputs), **flags, "decoder_input_ids": dec, **compat.no_cache_kwargs(model)}
         return lambda: model(**kwargs)

@@ -218,7 +218,7 @@ def check_fixture(model_type: str, root: Path | None = None) -> dict[str, Any]:
         texts = list(TEXTS)
         row["tokenizer_outputs"] = sorted(adapter.tokenizer(texts).keys())
         inputs = adapter.tokenize(texts)
-        row["forward_inputs"] = sorted(inputs)
+        row["forward_inputs"] = sorted(adapter.model_inputs(inputs))
         stacks = adapter.mapping.stacks
         primary = stacks[adapter.mapping.primary]
         layers = list(range(primary.num_layers))
@@ -227,9 +227,10 @@ def check_fixture(model_type: str, root: Path | None = None) -> dict[str, Any]:
         row["activations"]["_mask"] = encode(acts.attention_mask)  # padded positions compare as nothing
         with torch.no_grad():
             if adapter.mapping.is_encoder_decoder:
-                hidden = adapter.model.get_encoder()(**inputs, output_hidden_states=True).hidden_states
+                hidden = adapter.model.get_encoder()(**adapter.model_inputs(inputs),
+                                                     output_hidden_states=True).hidden_states
             else:
-                hidden = adapter.model(**inputs, output_hidden_states=True).hidden_states
+                hidden = adapter.model(**adapter.model_inputs(inputs), output_hidden_states=True).hidden_states
         mask = inputs["attention_mask"].cpu()
         row["max_abs_diff"] = max(_masked_max(acts[k], hidden[k + 1], mask) for k in layers[:-1])
         row["stage"] = "attention"

@@ -50,6 +50,7 @@ ATOL = 1e-5
 SLOW_FORWARD = 0.5  # s; a tiny forward slower than this tries the next (smaller) candidate config
 MAX_PARAMS = 40_000_000  # a "tiny" build above this means the tiny sizes did not reach the model
 PASS, FAIL, NA = "pass", "fail", "not_applicable"
+_TOKEN_IDS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
 COUNTED = ("mapping", "final_norm", "extraction", "padded_batch", "hooks", "attention")  # what coverage is made of
 CHECKS = ("load", "detection", *COUNTED)
 
@@ -161,8 +162,7 @@ def _sizes_for(cfg: Any, profile: dict[str, Any], vocab_size: int, decoder: bool
     sizes = {aliases.get(k, k): v for k, v in sizes.items() if not (k in aliases and aliases[k] in sizes)}
     if decoder and not _get(cfg, "is_encoder_decoder"):
         sizes["is_decoder"] = True  # how transformers wants a causal-LM class of an encoder built (BertGeneration)
-    for k, v in (("vocab_size", vocab_size), ("pad_token_id", 0), ("bos_token_id", 1), ("eos_token_id", 2),
-                 ("decoder_start_token_id", 0)):
+    for k, v in (("vocab_size", vocab_size), *_TOKEN_IDS.items(), ("decoder_start_token_id", 0)):
         if _has(cfg, k):
             sizes[k] = v
     return sizes
@@ -451,7 +451,7 @@ def _check(spec: TypeSpec, workdir: Path, row: dict[str, Any], state: dict[str, 
     import transformers
 
     from adapters import MultiModelAnalyzer
-    from adapters.zoo import save_tiny_checkpoint
+    from adapters.compat import forward_input_names, select_inputs
 
     cls = getattr(transformers, spec.class_name, None)
     if cls is None:
@@ -474,6 +474,10 @@ def _check(spec: TypeSpec, workdir: Path, row: dict[str, Any], state: dict[str, 
                 text = cfg.get_text_config()
                 if isinstance(text, want):
                     cfg, notes = text, [*notes, f"built from its {type(text).__name__}"]
+        for key, value in _TOKEN_IDS.items():  # 5.0.0 drops these from some configs its models still read
+            if not _has(cfg, key):
+                with contextlib.suppress(Exception):
+                    setattr(cfg, key, value)
         try:
             with torch.device("meta"):
                 n_params = sum(p.numel() for p in cls(cfg).parameters())
@@ -492,8 +496,8 @@ def _check(spec: TypeSpec, workdir: Path, row: dict[str, Any], state: dict[str, 
         try:
             candidate = cls(cfg).eval()
             start = time.perf_counter()
-            with torch.no_grad():
-                _hf_forward(candidate, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+            with torch.no_grad():  # what the forward takes: 4.x FNet has no attention_mask
+                _hf_forward(candidate, select_inputs(enc, forward_input_names(candidate)))
             took = time.perf_counter() - start
         except Exception as exc:
             problems.append(f"transformers' own build or forward fails on text input: {_short(exc)}")
@@ -508,7 +512,7 @@ def _check(spec: TypeSpec, workdir: Path, row: dict[str, Any], state: dict[str, 
         row["build_error"] = problems[0] if len(set(problems)) == 1 else " | ".join(dict.fromkeys(problems))
         return
     try:
-        dest = save_tiny_checkpoint(model, tok, workdir / spec.model_type)
+        dest = _save(model, tok, workdir / spec.model_type)
     except Exception as exc:
         row["build_error"] = f"transformers cannot save it at tiny size: {_short(exc)}"
         return
@@ -554,6 +558,23 @@ def _check(spec: TypeSpec, workdir: Path, row: dict[str, Any], state: dict[str, 
     row["checks"] = checks.results
 
 
+def _save(model: Any, tok: Any, dest: Path) -> Path:
+    """Save the tiny checkpoint; a generation config that 4.57 refuses to save (its defaults clash with the tiny
+    token ids) is replaced by the defaults: it plays no part in a forward."""
+    from adapters.zoo import save_tiny_checkpoint
+
+    try:
+        return save_tiny_checkpoint(model, tok, dest)
+    except ValueError as exc:
+        if "GenerationConfig" not in str(exc):
+            raise
+        from transformers import GenerationConfig
+
+        shutil.rmtree(dest, ignore_errors=True)
+        model.generation_config = GenerationConfig()
+        return save_tiny_checkpoint(model, tok, dest)
+
+
 def _warm_up(adapter: Any) -> None:
     """One call of each kind, NeuronMap's and transformers' (eager, hidden states and attentions)."""
     from adapters.capture import attention_implementation
@@ -571,7 +592,9 @@ def _warm_up(adapter: Any) -> None:
 def _hf_forward(model: Any, inputs: dict[str, Any], **flags: Any) -> Any:
     import torch
 
-    kwargs = {**inputs, **flags}
+    from adapters.compat import forward_input_names, select_inputs
+
+    kwargs = {**select_inputs(inputs, forward_input_names(model)), **flags}
     if getattr(model.config, "is_encoder_decoder", False):
         start = _start_token(model)
         kwargs["decoder_input_ids"] = torch.full((inputs["input_ids"].shape[0], 1), start, dtype=torch.long)

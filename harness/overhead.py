@@ -78,7 +78,7 @@ def forward_kwargs(adapter: Any, inputs: Mapping[str, torch.Tensor]) -> dict[str
     """Keyword arguments of the plain forward a user would run on `inputs` (built outside any timed region)."""
     model = adapter.model
     config = model.config
-    kwargs: dict[str, Any] = dict(inputs)
+    kwargs: dict[str, Any] = dict(adapter.model_inputs(inputs))
     if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" not in kwargs:
         start = getattr(config, "decoder_start_token_id", None)
         start = start if start is not None else getattr(config, "pad_token_id", None) or 0

@@ -257,14 +257,14 @@ def training_memory(
             if mode == "inference":
                 net.eval()
                 with torch.no_grad():
-                    out = net(**inputs, **extra)
+                    out = net(**adapter.model_inputs(inputs), **extra)
                 del out
             else:
                 net.train()
                 autocast = (torch.autocast("cpu", dtype=getattr(torch, PRECISIONS[precision]))
                             if precision != "fp32" else torch.autocast("cpu", enabled=False))
                 with autocast:
-                    out = net(**inputs, labels=labels, **extra)
+                    out = net(**adapter.model_inputs(inputs), labels=labels, **extra)
                 out.loss.backward()
                 loss = float(out.loss.detach().float())
                 del out

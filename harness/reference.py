@@ -47,7 +47,7 @@ def model_forward(adapter: Any, texts: Sequence[str]) -> Callable[[], Any]:
     model = getattr(adapter, "model", None)
     if model is None or getattr(adapter, "tokenizer", None) is None:
         raise ValueError("model_forward: the adapter has no loaded model and tokenizer")
-    inputs = adapter.tokenize(texts)
+    inputs = adapter.model_inputs(adapter.tokenize(texts))
     config = model.config
     if getattr(config, "is_encoder_decoder", False):
         module, kwargs = model.get_encoder(), inputs

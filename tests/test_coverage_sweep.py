@@ -18,6 +18,7 @@ TYPES = {
     "ibert": "attention weights in nested output tuples",
     "xlnet": "attention weights as [query, key, batch, heads]; a config built through attribute aliases",
     "whisper": "the decoder alone of an encoder-decoder (a causal-LM class)",
+    "fnet": "a forward that takes no attention mask",
 }
 
 
