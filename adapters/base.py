@@ -13,7 +13,6 @@ as the model defines them (for post-norm models such as BERT they include the re
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 import warnings
 import weakref
@@ -24,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from . import checkpoint_checks as checks
 from . import compat, memory
 from .capture import MissingCaptureError, Request, capture
 from .errors import (
@@ -117,7 +117,7 @@ class UniversalModelAdapter:
         cuda_baseline = memory.cuda_allocated()
         src = resolve_source(name, self.registry, source=source, depth=depth)
         if src.origin == "local":
-            _refuse_pickle_only(Path(src.location), allow_pickle)
+            checks.refuse_pickle_only(Path(src.location), allow_pickle)
         kwargs: dict[str, Any] = {**compat.dtype_kwargs(torch_dtype), "trust_remote_code": trust_remote_code}
         if not allow_pickle:
             kwargs["use_safetensors"] = True
@@ -162,8 +162,8 @@ class UniversalModelAdapter:
                     f"{name}: no safetensors weights found; pickled weights are refused unless "
                     f"allow_pickle=True ({text.splitlines()[0][:200]})"
                 ) from exc
-            if _SHAPE_ERROR.search(text):  # each release words it differently (5.x only in its log)
-                detail = _first_mismatch(Path(src.location), hf_config, cls) or _shape_detail(text)
+            if checks.is_shape_error(text):  # each release words it differently (5.x only in its log)
+                detail = checks.first_mismatch(Path(src.location), hf_config, cls) or checks.shape_detail(text)
                 raise ModelSourceError(f"cannot load {name!r} from {src.location}: weights and config have "
                                        f"mismatched shapes ({detail})") from exc
             raise ModelSourceError(f"cannot load {name!r} from {src.location}: {text[:500]}") from exc
@@ -232,7 +232,7 @@ class UniversalModelAdapter:
         return getattr(transformers, self.default_auto_class)
 
     def _load_tokenizer(self, src: ModelSource, hf_config: Any, trust_remote_code: bool) -> Any:
-        if src.origin in ("local", "zoo") and not _has_tokenizer_files(Path(src.location)):
+        if src.origin in ("local", "zoo") and not checks.has_tokenizer_files(Path(src.location)):
             # 4.x raises its own OSError here, 5.x builds an empty tokenizer: one message on every release
             raise ModelSourceError(f"no tokenizer files for {src.name!r} at {src.location}: save the tokenizer "
                                    "beside the weights (tokenizer.json or its vocabulary files)")
@@ -539,61 +539,6 @@ def validate_texts(texts: Sequence[str] | str) -> list[str]:
         if not t.strip():
             raise InvalidInputError(f"texts[{i}] is an empty or blank string")
     return list(texts)
-
-
-def _refuse_pickle_only(path: Path, allow_pickle: bool) -> None:
-    has_safe = any(path.glob("*.safetensors"))
-    pickled = [p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
-    if not has_safe and pickled and not allow_pickle:
-        raise UnsafeWeightsError(
-            f"{path} holds only pickled weights ({', '.join(sorted(pickled))}); loading them can run arbitrary "
-            "code, so they are refused unless allow_pickle=True"
-        )
-    if not has_safe and not pickled:
-        raise ModelSourceError(f"{path} holds no weights (*.safetensors)")
-
-
-_SHAPE_ERROR = re.compile(r"size mismatch|mismatched sizes|copying a param with shape|ignore_mismatched_sizes", re.I)
-
-
-def _shape_detail(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if re.search(r"shape|size", ln, re.I)]
-    return (lines[0] if lines else text.splitlines()[0])[:300]
-
-
-def _first_mismatch(folder: Path, hf_config: Any, cls: Any) -> str | None:
-    """The first weight whose shape in the checkpoint differs from what the config builds (meta device)."""
-    from accelerate import init_empty_weights
-    from safetensors import safe_open
-
-    try:
-        with init_empty_weights(include_buffers=True):
-            model = cls(hf_config) if isinstance(cls, type) and issubclass(cls, nn.Module) else \
-                cls.from_config(hf_config)
-        built = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        prefix = getattr(model, "base_model_prefix", "")
-        for file in sorted(folder.glob("*.safetensors")):
-            with safe_open(str(file), framework="pt") as f:
-                for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                    stored = tuple(f.get_slice(key).get_shape())
-                    for candidate in (key, f"{prefix}.{key}", key.split(".", 1)[-1]):
-                        if candidate in built:
-                            if built[candidate] != stored:
-                                return (f"{key}: checkpoint {list(stored)}, the config builds "
-                                        f"{list(built[candidate])}")
-                            break
-    except Exception:  # the detail is a courtesy: never mask the load error with another
-        return None
-    return None
-
-
-_TOKENIZER_FILE_PREFIXES = ("tokenizer", "vocab", "merges", "spiece", "sentencepiece", "spm")
-
-
-def _has_tokenizer_files(path: Path) -> bool:
-    """A tokenizer's own files (tokenizer.json, vocab.*, merges.txt, a SentencePiece model) are in the folder."""
-    return any(f.is_file() and (f.name.lower().startswith(_TOKENIZER_FILE_PREFIXES) or f.suffix == ".model")
-               for f in path.iterdir())
 
 
 def _checkpoint_dtype(hf_config: Any) -> torch.dtype:
