@@ -56,7 +56,8 @@ def installed_versions() -> dict[str, str]:
 def drift(path: Path | None = None, installed: dict[str, str] | None = None) -> dict[str, Any]:
     """Lock file, its hash, and each pinned package whose installed version differs (or is absent).
 
-    `differs` {name: {"locked", "installed"}}; `matches` counts the pins that hold. A missing lock file gives
+    `differs` {name: {"locked", "installed"}} for installed packages only; `absent` lists pinned packages this
+    environment does not have; `matches` counts the pins that hold. A missing lock file gives
     `{"file": ..., "error": ...}` rather than an exception: the environment record must never cost a run.
     """
     path = path or lock_path()
@@ -66,23 +67,26 @@ def drift(path: Path | None = None, installed: dict[str, str] | None = None) -> 
         return {"file": str(path), "error": f"{type(exc).__name__}: {exc}"}
     pins = read_pins(path)
     have = installed if installed is not None else installed_versions()
-    differs = {name: {"locked": version, "installed": have.get(name)}
-               for name, version in sorted(pins.items()) if have.get(name) != version}
+    # a pin constrains, it does not require: a pinned package this environment never installed (the peers'
+    # dependencies in a tests environment) is absent, not a change
+    absent = sorted(name for name in pins if name not in have)
+    differs = {name: {"locked": version, "installed": have[name]}
+               for name, version in sorted(pins.items()) if name in have and have[name] != version}
     try:
         shown = str(path.resolve().relative_to(REPO))
     except ValueError:
         shown = str(path)
     return {"file": shown, "sha256": hashlib.sha256(data).hexdigest()[:16], "pins": len(pins),
-            "matches": len(pins) - len(differs), "differs": differs}
+            "matches": len(pins) - len(differs) - len(absent), "differs": differs, "absent": absent}
 
 
 def format_drift(info: dict[str, Any]) -> str:
     """One line per package that differs from the lock: what a `latest` environment changed."""
     if "error" in info:
         return f"lock {info['file']}: {info['error']}"
-    head = f"lock {info['file']} ({info['sha256']}): {info['matches']}/{info['pins']} pins hold"
+    head = (f"lock {info['file']} ({info['sha256']}): {info['matches']}/{info['pins']} pins hold, "
+            f"{len(info.get('absent', []))} not installed here")
     if not info["differs"]:
-        return head + "; the installed versions are the tested ones"
-    rows = [f"  {name}: locked {d['locked']} -> installed {d['installed'] or 'absent'}"
-            for name, d in info["differs"].items()]
+        return head + "; every installed package is at its tested version"
+    rows = [f"  {name}: locked {d['locked']} -> installed {d['installed']}" for name, d in info["differs"].items()]
     return "\n".join([head + f"; {len(rows)} differ:", *rows])
