@@ -71,8 +71,9 @@ def short(text: Any, n: int = 48) -> str:
 
 def duration_text(secs: float | None) -> str:
     """'42 s', '3 min 5 s', '1.6 h' (as the report's run table writes durations)."""
-    return "—" if secs is None else f"{secs:.0f} s" if secs < 90 else \
-        f"{secs // 60:.0f} min {secs % 60:.0f} s" if secs < 5400 else f"{secs / 3600:.1f} h"
+    whole = None if secs is None else round(secs)  # rounded first: 359.6 s is 6 min 0 s, not 5 min 60 s
+    return "—" if whole is None else f"{whole} s" if whole < 90 else \
+        f"{whole // 60} min {whole % 60} s" if whole < 5400 else f"{whole / 3600:.1f} h"
 
 
 def _parse(t: Any) -> datetime | None:

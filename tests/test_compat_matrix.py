@@ -320,3 +320,9 @@ def test_section_renders_and_escapes(folder: Path, tmp_path: Path) -> None:
     out = write_report([folder], tmp_path / "out")
     page = out["html"].read_text()
     assert 'id="compatibility"' in page and "<script>" not in page
+
+
+def test_duration_rounds_before_splitting_minutes():
+    from harness.compat_matrix import duration_text
+
+    assert duration_text(359.6) == "6 min 0 s" and duration_text(89.4) == "89 s" and duration_text(None) == "—"
